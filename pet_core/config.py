@@ -1,0 +1,152 @@
+"""Typed stage configs: every default of petflow lives here and nowhere else.
+
+Each stage gets its own section; a stage's cache key hashes that section plus its input hashes.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+from pathlib import Path
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Precision(str, enum.Enum):
+    """Numeric precision of forward/backward passes (weights stay float32)."""
+
+    auto = "auto"  # bf16 on CUDA with bf16 support or a CPU with native bf16, fp16 on older CUDA, else fp32
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class Reduction(str, enum.Enum):
+    """How the ensemble merges model logits."""
+
+    wmean = "wmean"  # weighted by each model's accuracy on T before training
+    mean = "mean"
+
+
+class StageConfig(BaseModel):
+    """Base of every config: frozen fields, JSON round trip, a stable hashable dict."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (enums as values)."""
+        return json.loads(self.model_dump_json())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Validate a dict into this config."""
+        return cls.model_validate(data)
+
+
+class ModelConfig(StageConfig):
+    """The backbone and how to run it; shared by all model stages."""
+
+    backbone: str = Field(description="Hub name or local directory of a masked LM.")
+    max_seq_length: int = Field(default=256, gt=8, le=4096)
+    device: str = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    precision: Precision = Precision.auto
+    trust_remote_code: bool = Field(default=False, description="Only for backbones you trust.")
+
+
+class TrainConfig(StageConfig):
+    """Fine-tuning one PVP model (paper defaults, with the auxiliary MLM loss)."""
+
+    max_steps: int = Field(default=1000, ge=1, description="Optimizer steps (paper: 1000 with MLM, 250 without).")
+    batch_size: int = Field(default=4, ge=1, description="Labelled examples per micro-batch.")
+    grad_accumulation: int = Field(default=4, ge=1)
+    learning_rate: float = Field(default=1e-5, gt=0)
+    weight_decay: float = Field(default=0.01, ge=0)
+    adam_epsilon: float = Field(default=1e-8, gt=0)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    warmup_steps: int = Field(default=0, ge=0)
+    mlm_alpha: float = Field(default=1e-4, ge=0, lt=1, description="Weight of the auxiliary MLM loss; 0 = off.")
+    unlabeled_ratio: int = Field(default=3, ge=1, description="Unlabelled examples per labelled one, per step.")
+    mlm_probability: float = Field(default=0.15, gt=0, lt=1)
+    score_batch_size: int = Field(default=64, ge=1, description="Batch size for the accuracy-on-T probe.")
+
+    @property
+    def use_mlm(self) -> bool:
+        """Whether the auxiliary MLM loss is on."""
+        return self.mlm_alpha > 0
+
+
+class ScoreConfig(StageConfig):
+    """Inference of label logits: length-sorted batches streamed from Parquet."""
+
+    batch_size: int = Field(default=64, ge=1)
+    chunk_rows: int = Field(default=4096, ge=1, description="Rows read and length-sorted at a time.")
+
+
+class EnsembleConfig(StageConfig):
+    """Merging the models' logits into soft labels."""
+
+    reduction: Reduction = Reduction.wmean
+    temperature: float = Field(default=2.0, gt=0)
+
+
+class IpetConfig(StageConfig):
+    """iPET generations (paper defaults)."""
+
+    generations: int | None = Field(default=None, ge=1, description="None: ceil(log_d(1000/|T|)).")
+    scale_factor: float = Field(default=5.0, gt=1)
+    labeller_fraction: float = Field(default=0.25, gt=0, le=1)
+    temperature: float = Field(default=1.0, gt=0)
+    zero_shot_top_k: int = Field(default=100, ge=1)
+
+    def num_generations(self, n_labeled: int) -> int:
+        """Generations after generation 0: the configured value or ceil(log_d(1000/|T|))."""
+        if self.generations is not None:
+            return self.generations
+        base = max(n_labeled, 1)
+        if base >= 1000:
+            return 1
+        return max(1, math.ceil(math.log(1000 / base, self.scale_factor) - 1e-9))
+
+
+class DistillConfig(StageConfig):
+    """Training the final sequence classifier on D with the ensemble's soft labels."""
+
+    max_steps: int = Field(default=5000, ge=1)
+    batch_size: int = Field(default=16, ge=1)
+    grad_accumulation: int = Field(default=1, ge=1)
+    learning_rate: float = Field(default=1e-5, gt=0)
+    weight_decay: float = Field(default=0.01, ge=0)
+    adam_epsilon: float = Field(default=1e-8, gt=0)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    warmup_steps: int = Field(default=0, ge=0)
+    temperature: float = Field(default=2.0, gt=0)
+    include_labeled: bool = Field(default=False, description="Train on T ∪ D instead of D only.")
+    eval_batch_size: int = Field(default=64, ge=1)
+
+
+class AdaptConfig(StageConfig):
+    """Continued masked-LM training of a backbone on unlabelled text (learns a missing MLM head)."""
+
+    max_steps: int = Field(default=2000, ge=1)
+    max_minutes: float | None = Field(default=None, gt=0, description="Stop earlier when this budget is spent.")
+    batch_size: int = Field(default=32, ge=1)
+    learning_rate: float = Field(default=1e-4, gt=0)
+    head_learning_rate: float = Field(default=1e-3, gt=0, description="For a newly initialised MLM head.")
+    weight_decay: float = Field(default=0.01, ge=0)
+    mlm_probability: float = Field(default=0.15, gt=0, lt=1)
+    freeze_layers: int = Field(default=0, ge=0, description="Lowest encoder layers kept frozen.")
+    max_seq_length: int = Field(default=128, gt=8)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_budget(self) -> Self:
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ValueError("max_minutes must be positive")
+        return self
+
+
+def load_json(path: str | Path, cls: type[StageConfig]) -> StageConfig:
+    """Read a config snapshot written beside an artifact."""
+    return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))

@@ -1,0 +1,104 @@
+"""Shared training plumbing: seeding, AdamW + linear schedule, BERT-style masking, MLM loss, NaN guard."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
+
+from pet_core.modeling import Batch, MaskedLM
+
+
+class NumericalError(RuntimeError):
+    """A loss became NaN or infinite: the stage stops instead of writing garbage."""
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch for one model; return a generator for its own sampling."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
+
+
+def build_optimizer(
+    model: nn.Module, lr: float, weight_decay: float, eps: float, total_steps: int, warmup_steps: int,
+    param_lrs: dict[int, float] | None = None,
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW without decay on biases and LayerNorm weights, with a linear schedule."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if ("bias" in name or "LayerNorm" in name or "layer_norm" in name) else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if param_lrs:
+        split = []
+        for group in groups:
+            for rate in sorted(set(param_lrs.values()) | {lr}):
+                params = [p for p in group["params"] if param_lrs.get(id(p), lr) == rate]
+                if params:
+                    split.append({**group, "params": params, "lr": rate})
+        groups = split
+    optimizer = torch.optim.AdamW(groups, lr=lr, eps=eps)
+    return optimizer, get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
+
+
+def cycle_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[list[int]]:
+    """Endless shuffled batches of indices into n items (a new permutation per pass)."""
+    if n == 0:
+        raise ValueError("cannot draw batches from an empty set")
+    while True:
+        perm = torch.randperm(n, generator=generator).tolist()
+        for start in range(0, n, batch_size):
+            yield perm[start : start + batch_size]
+
+
+def mask_tokens(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, tokenizer: PreTrainedTokenizerBase,
+    probability: float, generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT masking (80 % [MASK], 10 % random, 10 % kept) of non-special tokens; labels -100 elsewhere."""
+    labels = input_ids.clone()
+    special = torch.zeros_like(input_ids, dtype=torch.bool)
+    for token_id in tokenizer.all_special_ids:
+        special |= input_ids == token_id
+    special |= attention_mask == 0
+    chosen = (torch.rand(input_ids.shape, generator=generator) < probability) & ~special
+    # at least one target per row that has any maskable token, so every example teaches something
+    empty = ~chosen.any(1) & (~special).any(1)
+    for row in torch.nonzero(empty).flatten().tolist():
+        candidates = torch.nonzero(~special[row]).flatten()
+        chosen[row, candidates[torch.randint(len(candidates), (1,), generator=generator)]] = True
+    labels[~chosen] = -100
+    ids = input_ids.clone()
+    replace = chosen & (torch.rand(input_ids.shape, generator=generator) < 0.8)
+    ids[replace] = tokenizer.mask_token_id
+    randomize = chosen & ~replace & (torch.rand(input_ids.shape, generator=generator) < 0.5)
+    ids[randomize] = torch.randint(len(tokenizer), input_ids.shape, generator=generator)[randomize]
+    return ids, labels
+
+
+def mlm_loss(mlm: MaskedLM, batch: Batch, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the MLM head evaluated only at the masked positions."""
+    hidden = mlm.encode(batch)
+    where = labels != -100
+    logits = mlm.vocab_logits(hidden[where]).float()
+    return nn.functional.cross_entropy(logits, labels[where])
+
+
+def check_finite(loss: torch.Tensor, where: str) -> None:
+    """Raise NumericalError naming the stage and step when a loss is NaN/inf."""
+    if not torch.isfinite(loss).all():
+        raise NumericalError(f"{where}: loss is {loss.item()}; lower the learning rate or use fp32 precision")
+
+
+def grad_scaler(mlm: MaskedLM) -> torch.amp.GradScaler:
+    """A GradScaler enabled only for fp16 autocast on CUDA."""
+    enabled = mlm.device.type == "cuda" and mlm.autocast_dtype == torch.float16
+    return torch.amp.GradScaler("cuda", enabled=enabled)

@@ -1,0 +1,199 @@
+"""Pattern-verbalizer pairs: templates parsed once into parts, verbalizer words into token ids.
+
+``Template`` turns an example into token ids with exact mask positions, truncating only the
+shortenable text parts (longest first). ``Verbalizer`` maps labels to token ids. ``PVP`` composes
+both for one tokenizer, and encodes whole tables at once with the fast tokenizer.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from transformers import PreTrainedTokenizerBase
+
+from pet_core.spec import PLACEHOLDER, TaskSpec
+
+
+class VerbalizerError(ValueError):
+    """A verbalizer word does not fit the tokenizer (message names the word and its tokens)."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """One piece of a template: literal text, a text slot (``a``/``b``) or the mask."""
+
+    kind: str  # "text", "a", "b", "mask"
+    text: str = ""
+    space_before: bool = False
+
+
+def parse_template(template: str) -> list[Part]:
+    """Split a template into parts; whitespace before a part is kept as ``space_before``."""
+    parts: list[Part] = []
+    pos = 0
+    pending_space = False
+
+    def literal(chunk: str) -> None:
+        nonlocal pending_space
+        if not chunk:
+            return
+        lead = chunk[:1].isspace()
+        body = chunk.strip()
+        if body:
+            parts.append(Part("text", body, space_before=bool(parts) and (pending_space or lead)))
+            pending_space = chunk[-1:].isspace()
+        else:
+            pending_space = True
+
+    for match in PLACEHOLDER.finditer(template):
+        literal(template[pos : match.start()])
+        parts.append(Part(match.group(1), space_before=bool(parts) and pending_space))
+        pending_space = False
+        pos = match.end()
+    literal(template[pos:])
+    return parts
+
+
+@dataclass
+class Encoded:
+    """Token ids of one example, the mask positions, and how many text tokens were cut."""
+
+    input_ids: list[int]
+    mask_positions: list[int]
+    truncated: int = 0
+
+
+def _word_ids(tokenizer: PreTrainedTokenizerBase, word: str, space: bool) -> list[int]:
+    text = (" " + word) if space else word
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def special_affixes(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
+    """The special tokens a tokenizer puts before and after a single sequence ([CLS] … [SEP], <s> … </s>)."""
+    plain = tokenizer("hello", add_special_tokens=False)["input_ids"]
+    full = tokenizer("hello", add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return full[:start], full[start + len(plain) :]
+    raise ValueError(f"cannot locate the special tokens of {type(tokenizer).__name__}")
+
+
+@dataclass
+class Verbalizer:
+    """Label -> token ids of each word, for one tokenizer and one mask context."""
+
+    label_names: list[str]
+    words: dict[str, list[str]]
+    token_ids: dict[str, list[list[int]]] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        label_names: list[str],
+        words: dict[str, list[str]],
+        tokenizer: PreTrainedTokenizerBase,
+        space_before: bool,
+        multi_token: bool = False,
+    ) -> Verbalizer:
+        """Tokenize every word; single-token mode raises naming a word that splits."""
+        token_ids: dict[str, list[list[int]]] = {}
+        for label in label_names:
+            token_ids[label] = []
+            for word in words[label]:
+                ids = _word_ids(tokenizer, word, space_before)
+                if not ids:
+                    raise VerbalizerError(f"verbalizer word {word!r} (label {label!r}) tokenizes to nothing")
+                if len(ids) > 1 and not multi_token:
+                    pieces = tokenizer.convert_ids_to_tokens(ids)
+                    raise VerbalizerError(
+                        f"verbalizer word {word!r} (label {label!r}) is not one token: it splits into {pieces}; "
+                        f"pick a word that is one token, or set multi_token: true in the task spec"
+                    )
+                token_ids[label].append(ids)
+        return cls(label_names, words, token_ids)
+
+    @property
+    def max_tokens(self) -> int:
+        """Longest verbalization in tokens (1 for single-token verbalizers)."""
+        return max(len(ids) for per_label in self.token_ids.values() for ids in per_label)
+
+    def single_token_ids(self) -> tuple[list[int], list[int]]:
+        """Flat word token ids and, for each, the index of its label (single-token mode)."""
+        flat, owner = [], []
+        for li, label in enumerate(self.label_names):
+            for ids in self.token_ids[label]:
+                flat.append(ids[0])
+                owner.append(li)
+        return flat, owner
+
+
+class PVP:
+    """A pattern and its verbalizer, bound to one tokenizer and a maximum length."""
+
+    def __init__(self, spec: TaskSpec, pattern_id: int, tokenizer: PreTrainedTokenizerBase, max_length: int):
+        if not 0 <= pattern_id < len(spec.patterns):
+            raise IndexError(f"pattern {pattern_id} does not exist; task {spec.name!r} has {len(spec.patterns)}")
+        self.spec = spec
+        self.pattern_id = pattern_id
+        self.template = spec.patterns[pattern_id].template
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.parts = parse_template(self.template)
+        if tokenizer.mask_token_id is None:
+            raise ValueError("the tokenizer has no mask token: PET needs a masked language model")
+        mask_part = next(p for p in self.parts if p.kind == "mask")
+        self.verbalizer = Verbalizer.build(
+            spec.label_names, spec.verbalizer(pattern_id), tokenizer,
+            space_before=mask_part.space_before, multi_token=spec.multi_token,
+        )
+        self._literal_ids = {i: _word_ids(tokenizer, p.text, p.space_before)
+                             for i, p in enumerate(self.parts) if p.kind == "text"}
+        self._prefix_ids, self._suffix_ids = special_affixes(tokenizer)
+        self._prefix = len(self._prefix_ids)
+        self._n_special = len(self._prefix_ids) + len(self._suffix_ids)
+        fixed = sum(len(v) for v in self._literal_ids.values()) + self.verbalizer.max_tokens + self._n_special
+        if fixed >= max_length:
+            raise ValueError(
+                f"pattern {pattern_id} ({self.template!r}) needs {fixed} tokens without any text, "
+                f"but max_seq_length is {max_length}"
+            )
+
+    def encode_texts(self, a: list[str], b: list[str | None], n_masks: int = 1) -> list[Encoded]:
+        """Encode many examples; text parts are tokenized in one batched call per slot."""
+        slot_ids: dict[int, list[list[int]]] = {}
+        for i, part in enumerate(self.parts):
+            if part.kind in ("a", "b"):
+                texts = a if part.kind == "a" else [t or "" for t in b]
+                prefixed = [(" " + t) if part.space_before else t for t in texts]
+                slot_ids[i] = self.tokenizer(prefixed, add_special_tokens=False)["input_ids"]
+        return [self._assemble({i: ids[k] for i, ids in slot_ids.items()}, n_masks) for k in range(len(a))]
+
+    def _assemble(self, slots: dict[int, list[int]], n_masks: int) -> Encoded:
+        slots = {i: list(ids) for i, ids in slots.items()}
+        fixed = sum(len(v) for v in self._literal_ids.values()) + n_masks + self._n_special
+        excess = fixed + sum(len(v) for v in slots.values()) - self.max_length
+        truncated = max(excess, 0)
+        while excess > 0:
+            longest = max(slots, key=lambda i: len(slots[i]))
+            runner_up = max((len(v) for i, v in slots.items() if i != longest), default=0)
+            cut = min(excess, max(1, len(slots[longest]) - runner_up))
+            del slots[longest][len(slots[longest]) - cut :]
+            excess -= cut
+        body: list[int] = []
+        masks: list[int] = []
+        for i, part in enumerate(self.parts):
+            if part.kind == "mask":
+                masks.extend(range(len(body), len(body) + n_masks))
+                body.extend([self.tokenizer.mask_token_id] * n_masks)
+            elif part.kind == "text":
+                body.extend(self._literal_ids[i])
+            else:
+                body.extend(slots[i])
+        ids = self._prefix_ids + body + self._suffix_ids
+        return Encoded(ids, [m + self._prefix for m in masks], truncated)
+
+
+def pattern_words(template: str) -> list[str]:
+    """The literal words of a template (for reports)."""
+    return re.sub(PLACEHOLDER, " ", template).split()

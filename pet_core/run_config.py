@@ -1,0 +1,128 @@
+"""The run config: task spec, data, backbone and one typed section per stage, loaded from YAML."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Self
+
+import yaml
+from pydantic import Field, model_validator
+
+from pet_core.config import (
+    AdaptConfig, DistillConfig, EnsembleConfig, IpetConfig, ModelConfig, ScoreConfig, StageConfig, TrainConfig,
+)
+from pet_core.data import DataSource
+from pet_core.spec import TaskSpec
+
+
+class DataConfig(StageConfig):
+    """Where T, D and the test set come from and how T and D are drawn from the pool."""
+
+    pool: DataSource = Field(description="Labelled pool from which T and D are sampled.")
+    test: DataSource | None = Field(default=None, description="Labelled test set, never used for training.")
+    unlabeled: DataSource | None = Field(default=None, description="Extra unlabelled text added to D.")
+    n_labeled: int = Field(default=10, ge=0, description="|T|: total (stratified) or per label.")
+    per_label: bool = False
+    n_unlabeled: int | None = Field(default=None, ge=0, description="|D| drawn from the pool; None = the rest.")
+    n_test: int | None = Field(default=None, ge=1, description="Use only the first n test rows.")
+    holdout: int | None = Field(default=None, ge=1, description="Without a test source: hold out this many "
+                                "pool rows (stratified, seeded) as the test set, before T and D are drawn.")
+    seed: int = Field(default=42, description="Seed of the T/D draw.")
+
+
+    @model_validator(mode="after")
+    def _check_test(self) -> Self:
+        if self.test is not None and self.holdout is not None:
+            raise ValueError("data.holdout is only for runs without data.test; set one of them")
+        return self
+
+
+class RunConfig(StageConfig):
+    """A whole PET/iPET run. Relative paths are resolved against the YAML file's folder."""
+
+    name: str = Field(default="petflow", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    task: str | TaskSpec = Field(description="Path to a task spec YAML, or the spec inline.")
+    data: DataConfig
+    model: ModelConfig
+    patterns: list[int] | None = Field(default=None, description="Pattern ids to use; None = all.")
+    seeds: list[int] = Field(default=[1, 2, 3], min_length=1, description="One model per pattern and seed.")
+    adapt: AdaptConfig | None = Field(default=None, description="Adapt the backbone (MLM) on D first.")
+    train: TrainConfig = TrainConfig()
+    score: ScoreConfig = ScoreConfig()
+    ensemble: EnsembleConfig = EnsembleConfig()
+    ipet: IpetConfig | None = Field(default=None, description="Set to run iPET generations after PET.")
+    distill: DistillConfig = DistillConfig()
+    store: str = Field(default=".petflow/store", description="Content-addressed artifact store.")
+    runs_dir: str = Field(default=".petflow/runs", description="Per-run readable indexes and reports.")
+
+    @model_validator(mode="after")
+    def _check_seeds(self) -> Self:
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct, got {self.seeds}")
+        return self
+
+    def task_spec(self) -> TaskSpec:
+        """The validated task spec."""
+        spec = self.task if isinstance(self.task, TaskSpec) else TaskSpec.from_yaml(self.task)
+        if self.patterns is not None:
+            bad = [p for p in self.patterns if not 0 <= p < len(spec.patterns)]
+            if bad:
+                raise ValueError(f"patterns {bad} do not exist; task {spec.name!r} has {len(spec.patterns)}")
+        return spec
+
+    def pattern_ids(self) -> list[int]:
+        """The pattern ids this run trains."""
+        return list(self.patterns) if self.patterns is not None else list(range(len(self.task_spec().patterns)))
+
+    def with_updates(self, updates: dict[str, Any]) -> RunConfig:
+        """A copy with dotted-key overrides applied, e.g. {'train.max_steps': 10}."""
+        data = self.to_dict()
+        for dotted, value in updates.items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for part in parents:
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+            node[leaf] = value
+        return RunConfig.model_validate(data)
+
+    def digest(self) -> str:
+        """Short hash of the whole config (names run directories)."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:10]
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+        """Load a run config, resolving relative file paths against the YAML's folder."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"run config {path} does not exist")
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        base = path.resolve().parent
+        _resolve_paths(raw, base)
+        config = cls.model_validate(raw)
+        return config.with_updates(overrides) if overrides else config
+
+
+def _local(value: str, base: Path) -> str:
+    if value.startswith(("pkg:", "/", "~")) or "://" in value:
+        return value
+    candidate = base / value
+    if value.startswith(".") or candidate.exists():
+        return str(candidate.resolve())
+    return value  # a hub name
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    if isinstance(raw.get("task"), str):
+        raw["task"] = _local(raw["task"], base)
+    for key in ("pool", "test", "unlabeled"):
+        source = (raw.get("data") or {}).get(key)
+        if isinstance(source, dict) and isinstance(source.get("path"), str):
+            source["path"] = _local(source["path"], base)
+        elif isinstance(source, str):
+            raw["data"][key] = {"path": _local(source, base)}
+    model = raw.get("model") or {}
+    if isinstance(model.get("backbone"), str):
+        model["backbone"] = _local(model["backbone"], base)

@@ -1,0 +1,149 @@
+"""Task specs as data: labels, text fields, patterns and verbalizers, loaded from YAML.
+
+A new task needs a YAML file, not code. A pattern id is an index into ``TaskSpec.patterns``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+TEXT_SLOTS = ("a", "b")
+
+
+class LabelSpec(BaseModel):
+    """One class: its name (used in every artifact), the raw values that map to it, its words."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, description="Label name as written in artifacts.")
+    raw: list[str] = Field(default_factory=list, description="Raw values in the data mapping to this label.")
+    words: list[str] = Field(min_length=1, description="Verbalizer words; several are averaged.")
+
+    @field_validator("raw", mode="before")
+    @classmethod
+    def _raw_as_strings(cls, value: Any) -> list[str]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            value = [value]
+        return [str(v) for v in value]
+
+
+class FieldsSpec(BaseModel):
+    """Which input columns form text ``a`` and optional text ``b`` (several columns are joined)."""
+
+    model_config = ConfigDict(extra="forbid")
+    a: list[str] = Field(min_length=1)
+    b: list[str] = Field(default_factory=list)
+    label: str = Field(default="label", description="Input column holding the raw label.")
+    id: str | None = Field(default=None, description="Input column with a stable example id, if any.")
+    separator: str = " "
+
+    @field_validator("a", "b", mode="before")
+    @classmethod
+    def _as_list(cls, value: Any) -> list[str]:
+        if value is None:
+            return []
+        return [value] if isinstance(value, str) else list(value)
+
+
+class PatternSpec(BaseModel):
+    """A template such as ``'{a} All in all, it was {mask}.'`` with an optional own verbalizer."""
+
+    model_config = ConfigDict(extra="forbid")
+    template: str
+    verbalizer: dict[str, list[str]] | None = Field(
+        default=None, description="Label name -> words for this pattern only; else the labels' words."
+    )
+
+    @field_validator("template")
+    @classmethod
+    def _check_template(cls, template: str) -> str:
+        slots = PLACEHOLDER.findall(template)
+        unknown = sorted({s for s in slots if s not in (*TEXT_SLOTS, "mask")})
+        if unknown:
+            raise ValueError(
+                f"pattern {template!r}: unknown placeholder(s) {unknown}; use {{a}}, {{b}} and {{mask}}"
+            )
+        if slots.count("mask") != 1:
+            raise ValueError(f"pattern {template!r}: needs exactly one {{mask}}, found {slots.count('mask')}")
+        if not any(s in TEXT_SLOTS for s in slots):
+            raise ValueError(f"pattern {template!r}: uses no text ({{a}} or {{b}})")
+        return template
+
+
+class TaskSpec(BaseModel):
+    """Everything PET needs to know about a task, and nothing about models or data files."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    labels: list[LabelSpec] = Field(min_length=2)
+    fields: FieldsSpec
+    patterns: list[PatternSpec] = Field(min_length=1)
+    multi_token: bool = Field(default=False, description="Allow verbalizer words of several tokens.")
+
+    @field_validator("patterns", mode="before")
+    @classmethod
+    def _patterns_from_strings(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"template": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> TaskSpec:
+        names = [label.name for label in self.labels]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"task {self.name!r}: duplicate label names {dupes}")
+        seen: dict[str, str] = {}
+        for label in self.labels:
+            for raw in label.raw or [label.name]:
+                if raw in seen:
+                    raise ValueError(f"raw value {raw!r} maps to both {seen[raw]!r} and {label.name!r}")
+                seen[raw] = label.name
+        for pid, pattern in enumerate(self.patterns):
+            if "{b}" in pattern.template and not self.fields.b:
+                raise ValueError(f"pattern {pid} uses {{b}} but fields.b is empty")
+            self._check_words(self.verbalizer(pid), f"pattern {pid}")
+        return self
+
+    def _check_words(self, words: dict[str, list[str]], where: str) -> None:
+        names = self.label_names
+        if sorted(words) != sorted(names):
+            raise ValueError(f"{where}: verbalizer labels {sorted(words)} differ from task labels {sorted(names)}")
+        owner: dict[str, str] = {}
+        for label, label_words in words.items():
+            if not label_words:
+                raise ValueError(f"{where}: label {label!r} has no verbalizer words")
+            for word in label_words:
+                key = word.strip().lower()
+                if key in owner and owner[key] != label:
+                    raise ValueError(f"{where}: verbalizer word {word!r} is used by {owner[key]!r} and {label!r}")
+                owner[key] = label
+
+    @property
+    def label_names(self) -> list[str]:
+        """Label names in the spec's order: the order of every logits vector."""
+        return [label.name for label in self.labels]
+
+    def verbalizer(self, pattern_id: int) -> dict[str, list[str]]:
+        """Label name -> words for one pattern (its own verbalizer, else the labels' words)."""
+        own = self.patterns[pattern_id].verbalizer
+        return dict(own) if own is not None else {label.name: list(label.words) for label in self.labels}
+
+    def raw_to_label(self) -> dict[str, str]:
+        """Raw value (as string) -> label name; a label without ``raw`` maps its own name."""
+        return {raw: label.name for label in self.labels for raw in (label.raw or [label.name])}
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TaskSpec:
+        """Load and validate a task spec file."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"task spec {path} does not exist")
+        return cls.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))

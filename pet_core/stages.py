@@ -1,0 +1,270 @@
+"""Pipeline stages over the artifact store: references in, one pet_core call, references out.
+
+Each function hashes its config and the contents of its inputs into a key; a valid record under
+that key is returned as is (``record.cached``), otherwise the stage runs and commits atomically.
+The orchestrator (Prefect tasks, a notebook, a benchmark) only wires these together.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pet_core.artifacts import logits_of, read_table, sha256_path, stable_hash, write_json, write_table
+from pet_core.callbacks import Callback
+from pet_core.config import (
+    AdaptConfig, DistillConfig, EnsembleConfig, IpetConfig, ModelConfig, ScoreConfig, TrainConfig,
+)
+from pet_core.data import DataSource, describe, load_examples, resolve_path, sample_split
+from pet_core.ensemble import merge as merge_logits_files
+from pet_core.ensemble import load_aligned, merge_logits, model_weights, softmax
+from pet_core.metrics import classification_metrics
+from pet_core.spec import TaskSpec
+from pet_core.store import ArtifactStore, Ref, StageRecord
+
+
+def source_hash(source: DataSource | None) -> str | None:
+    """Content hash of a local data source (file or folder), or its name for a hub dataset."""
+    if source is None:
+        return None
+    path = resolve_path(source.path)
+    digest = sha256_path(path) if path.exists() else source.path
+    return stable_hash({"content": digest, "format": source.format.value, "split": source.split,
+                        "limit": source.limit})
+
+
+@functools.lru_cache(maxsize=32)
+def _dir_hash(path: str, mtime_ns: int) -> str:
+    return sha256_path(path)
+
+
+def backbone_fingerprint(backbone: str) -> str:
+    """Content hash of a local backbone directory, or the hub name itself."""
+    from pet_core.modeling import resolve_backbone
+
+    name = resolve_backbone(backbone)
+    path = Path(name)
+    if path.is_dir():
+        newest = max((p.stat().st_mtime_ns for p in path.rglob("*") if p.is_file()), default=0)
+        return _dir_hash(str(path.resolve()), newest)
+    return name
+
+
+def model_key(model: ModelConfig) -> dict[str, Any]:
+    """The model config as it enters cache keys: backbone by content, device left out."""
+    data = model.to_dict()
+    data["backbone"] = backbone_fingerprint(model.backbone)
+    data.pop("device")
+    return data
+
+
+def spec_hash(spec: TaskSpec) -> str:
+    """Hash of a task spec's content."""
+    return stable_hash(spec.model_dump(mode="json"))
+
+
+def model_seed(seed: int, pattern: int, generation: int) -> int:
+    """The explicit torch seed of one model, derived from its run seed, pattern and generation."""
+    return int(stable_hash([seed, pattern, generation])[:8], 16)
+
+
+def prepare(store: ArtifactStore, spec: TaskSpec, data: Any) -> StageRecord:
+    """Load and validate the data, draw T and D from the pool; write labeled/unlabeled/test Parquet."""
+    inputs = {"spec": spec_hash(spec), "pool": source_hash(data.pool), "test": source_hash(data.test),
+              "unlabeled": source_hash(data.unlabeled)}
+
+    def build(tmp: Path) -> tuple[dict[str, str], dict[str, Any]]:
+        import pyarrow as pa
+
+        pool = load_examples(data.pool, spec)
+        held_out = None
+        if data.holdout is not None:
+            held_out, pool = sample_split(pool, data.holdout, None, data.seed + 1, hide_labels=False)
+        labeled, unlabeled = sample_split(pool, data.n_labeled, data.n_unlabeled, data.seed, data.per_label)
+        if data.unlabeled is not None:
+            extra = load_examples(data.unlabeled, spec, labeled=False)
+            extra = extra.set_column(0, "example_id", pa.array(
+                [f"u-{e}" for e in extra.column("example_id").to_pylist()], pa.string()))
+            unlabeled = pa.concat_tables([unlabeled, extra])
+        outputs = {"labeled": "labeled.parquet", "unlabeled": "unlabeled.parquet"}
+        write_table(labeled, tmp / outputs["labeled"])
+        write_table(unlabeled, tmp / outputs["unlabeled"])
+        info = {"labeled": describe(labeled), "unlabeled": describe(unlabeled)}
+        if data.test is not None or held_out is not None:
+            test = load_examples(data.test, spec) if data.test is not None else held_out
+            if data.n_test is not None:
+                test = test.slice(0, data.n_test)
+            outputs["test"] = "test.parquet"
+            write_table(test, tmp / outputs["test"])
+            info["test"] = describe(test)
+        return outputs, info
+
+    return store.run("prepare", data.to_dict(), inputs, build)
+
+
+def adapt(store: ArtifactStore, model: ModelConfig, config: AdaptConfig, unlabeled: Ref,
+          callbacks: Sequence[Callback] = ()) -> StageRecord:
+    """Continue MLM training of the backbone on D; output the adapted backbone directory."""
+    from pet_core.adapt import adapt_backbone
+
+    def build(tmp: Path) -> tuple[dict[str, str], dict[str, Any]]:
+        info = adapt_backbone(model, config, read_table(unlabeled.verify().path), tmp / "backbone",
+                              callbacks=list(callbacks))
+        return {"backbone": "backbone"}, info
+
+    return store.run("adapt", {"model": model_key(model), "adapt": config.to_dict()},
+                     {"unlabeled": unlabeled.sha256}, build)
+
+
+def train(store: ArtifactStore, spec: TaskSpec, model: ModelConfig, config: TrainConfig, pattern: int,
+          seed: int, generation: int, labeled: Ref, unlabeled: Ref | None,
+          callbacks: Sequence[Callback] = ()) -> StageRecord:
+    """Train one PVP model; output its directory, info = its TrainResult (pre-train accuracy etc.)."""
+    from pet_core.training import model_id, train_pvp
+
+    def build(tmp: Path) -> tuple[dict[str, str], dict[str, Any]]:
+        result = train_pvp(spec, pattern, model_seed(seed, pattern, generation), read_table(labeled.verify().path),
+                           read_table(unlabeled.verify().path) if unlabeled else None, model, config,
+                           tmp / "model", generation=generation, callbacks=list(callbacks),
+                           model_name=model_id(pattern, seed, generation))
+        return {"model": "model"}, result.to_dict()
+
+    key_config = {"model": model_key(model), "train": config.to_dict(), "pattern": pattern, "seed": seed,
+                  "generation": generation, "spec": spec_hash(spec)}
+    inputs = {"labeled": labeled.sha256, "unlabeled": unlabeled.sha256 if unlabeled else None}
+    return store.run("train", key_config, inputs, build)
+
+
+def score(store: ArtifactStore, spec: TaskSpec, model: ModelConfig, config: ScoreConfig, pvp_model: Ref,
+          examples: Ref, callbacks: Sequence[Callback] = ()) -> StageRecord:
+    """Label logits of a trained PVP model on an example table."""
+    from pet_core.scoring import score as score_table
+
+    def build(tmp: Path) -> tuple[dict[str, str], dict[str, Any]]:
+        summary = score_table(spec, pvp_model.verify().path, examples.verify().path, tmp / "logits.parquet",
+                              model, config, callbacks=list(callbacks))
+        return {"logits": "logits.parquet"}, summary
+
+    key_config = {"model": {k: v for k, v in model_key(model).items() if k != "backbone"},
+                  "score": {"chunk_rows": config.chunk_rows}, "spec": spec_hash(spec)}
+    return store.run("score", key_config, {"model": pvp_model.sha256, "examples": examples.sha256}, build)
+
+
+def merge(store: ArtifactStore, spec: TaskSpec, config: EnsembleConfig, logits: Sequence[Ref],
+          accuracies: Sequence[float | None]) -> StageRecord:
+    """Soft labels of the ensemble (weighted mean of logits, softmax at T)."""
+
+    def build(tmp: Path) -> tuple[dict[str, str], dict[str, Any]]:
+        table = merge_logits_files([r.verify().path for r in logits], accuracies, spec.label_names, config)
+        write_table(table, tmp / "soft_labels.parquet")
+        counts = dict(zip(*np.unique(table.column("label").to_pylist(), return_counts=True), strict=True))
+        return {"soft_labels": "soft_labels.parquet"}, {"rows": table.num_rows,
+                                                        "predicted": {k: int(v) for k, v in counts.items()}}
+
+    return store.run("merge", {"ensemble": config.to_dict(), "accuracies": list(accuracies)},
+                     {"logits": [r.sha256 for r in logits]}, build)  # type: ignore[dict-item]
+
+
+def next_generation(store: ArtifactStore, spec: TaskSpec, config: IpetConfig, labeled: Ref, unlabeled: Ref,
+                    logits: Sequence[Ref], accuracies: Sequence[float | None], generation: int,
+                    seed: int) -> StageRecord:
+    """iPET: one new training set per model of the previous generation (outputs ``train_<i>``)."""
+    from pet_core.ipet import next_generation as build_sets
+
+    def build(tmp: Path) -> tuple[dict[str, str], dict[str, Any]]:
+        sets = build_sets(read_table(labeled.verify().path), read_table(unlabeled.verify().path),
+                          [r.verify().path for r in logits], accuracies, generation, config,
+                          spec.label_names, seed)
+        outputs = {}
+        for i, generation_set in enumerate(sets):
+            outputs[f"train_{i}"] = f"train_{i}.parquet"
+            write_table(generation_set.table, tmp / outputs[f"train_{i}"])
+        return outputs, {"generation": generation, "sets": [s.report() for s in sets]}
+
+    key_config = {"ipet": config.to_dict(), "accuracies": list(accuracies), "generation": generation,
+                  "seed": seed, "labels": spec.label_names}
+    inputs = {"labeled": labeled.sha256, "unlabeled": unlabeled.sha256, "logits": [r.sha256 for r in logits]}
+    return store.run("ipet", key_config, inputs, build)  # type: ignore[arg-type]
+
+
+def distill(store: ArtifactStore, spec: TaskSpec, model: ModelConfig, config: DistillConfig, unlabeled: Ref,
+            soft_labels: Ref, labeled: Ref | None = None, seed: int = 0,
+            callbacks: Sequence[Callback] = ()) -> StageRecord:
+    """Train the final classifier on D (optionally T ∪ D) with the ensemble's soft labels."""
+    import pyarrow as pa
+
+    from pet_core.distill import distill as fit, distillation_targets
+
+    def build(tmp: Path) -> tuple[dict[str, str], dict[str, Any]]:
+        d = read_table(unlabeled.verify().path)
+        targets = distillation_targets(read_table(soft_labels.verify().path), d)
+        if config.include_labeled and labeled is not None:
+            t = read_table(labeled.verify().path)
+            index = {n: i for i, n in enumerate(spec.label_names)}
+            one_hot = np.eye(len(index), dtype=np.float32)[[index[x] for x in t.column("label").to_pylist()]]
+            d, targets = pa.concat_tables([t, d.cast(t.schema)]), np.concatenate([one_hot, targets])
+        info = fit(d, targets, spec.label_names, model, config, tmp / "classifier", seed=seed,
+                   callbacks=list(callbacks))
+        return {"classifier": "classifier"}, info
+
+    inputs = {"unlabeled": unlabeled.sha256, "soft_labels": soft_labels.sha256,
+              "labeled": labeled.sha256 if labeled and config.include_labeled else None}
+    return store.run("distill", {"model": model_key(model), "distill": config.to_dict(), "seed": seed,
+                                 "labels": spec.label_names}, inputs, build)
+
+
+def supervised(store: ArtifactStore, spec: TaskSpec, model: ModelConfig, config: DistillConfig, labeled: Ref,
+               seed: int = 0, callbacks: Sequence[Callback] = ()) -> StageRecord:
+    """The baseline: the same sequence classifier trained on T's hard labels only."""
+    from pet_core.distill import distill as fit
+    from pet_core.training import label_indices
+
+    def build(tmp: Path) -> tuple[dict[str, str], dict[str, Any]]:
+        t = read_table(labeled.verify().path)
+        info = fit(t, label_indices(t, spec), spec.label_names, model, config, tmp / "classifier", seed=seed,
+                   soft=False, callbacks=list(callbacks))
+        return {"classifier": "classifier"}, info
+
+    return store.run("supervised", {"model": model_key(model), "distill": config.to_dict(), "seed": seed,
+                                    "labels": spec.label_names}, {"labeled": labeled.sha256}, build)
+
+
+def evaluate(store: ArtifactStore, spec: TaskSpec, model: ModelConfig, classifier: Ref, test: Ref,
+             batch_size: int = 64) -> StageRecord:
+    """Metrics and predictions of a saved classifier on the test table."""
+    from pet_core.distill import evaluate as run_eval
+
+    def build(tmp: Path) -> tuple[dict[str, str], dict[str, Any]]:
+        metrics, predictions = run_eval(classifier.verify().path, read_table(test.verify().path), model,
+                                        batch_size)
+        write_json(metrics, tmp / "metrics.json")
+        write_table(predictions, tmp / "predictions.parquet")
+        return {"metrics": "metrics.json", "predictions": "predictions.parquet"}, {
+            "accuracy": metrics.get("accuracy"), "macro_f1": metrics.get("macro_f1")}
+
+    key_config = {"model": {k: v for k, v in model_key(model).items() if k != "backbone"}, "labels": spec.label_names}
+    return store.run("evaluate", key_config, {"classifier": classifier.sha256, "test": test.sha256}, build)
+
+
+def logits_metrics(spec: TaskSpec, logits: Sequence[Ref], accuracies: Sequence[float | None], test: Ref,
+                   config: EnsembleConfig) -> dict[str, Any]:
+    """Accuracy of each model and of their ensemble on labelled data (cheap: no store entry)."""
+    table = read_table(test.verify().path)
+    index = {n: i for i, n in enumerate(spec.label_names)}
+    order = {e: i for i, e in enumerate(table.column("example_id").to_pylist())}
+    gold_all = np.array([index[x] for x in table.column("label").to_pylist()])
+    ids, stack, names = load_aligned([r.verify().path for r in logits])
+    gold = gold_all[[order[e] for e in ids]]
+    per_model = {name: classification_metrics(gold, stack[i].argmax(1), spec.label_names)["accuracy"]
+                 for i, name in enumerate(names)}
+    merged = merge_logits(stack, model_weights(accuracies, config.reduction))
+    ensemble = classification_metrics(gold, softmax(merged).argmax(1), spec.label_names)
+    return {"models": per_model, "ensemble": ensemble}
+
+
+__all__ = ["adapt", "distill", "evaluate", "logits_metrics", "merge", "next_generation", "prepare", "score",
+           "supervised", "train", "logits_of"]
