@@ -63,7 +63,7 @@ def adapt_backbone(model_config: ModelConfig, config: AdaptConfig, unlabeled: pa
     mlm.model.train()
     events.on_stage_begin("adapt", config.max_steps)
     deadline = None if config.max_minutes is None else started + 60 * config.max_minutes
-    step, loss_value = 0, float("nan")
+    step, loss_value = 0, None
     while step < config.max_steps and (deadline is None or time.perf_counter() < deadline):
         batch = collate(encoded, next(batches), pad)
         ids, labels = mask_tokens(batch.input_ids, batch.attention_mask, mlm.tokenizer, config.mlm_probability,
@@ -78,7 +78,7 @@ def adapt_backbone(model_config: ModelConfig, config: AdaptConfig, unlabeled: pa
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        loss_value = loss.item()
+        loss_value = float(loss.item())
         events.on_progress("adapt", step, config.max_steps, loss=loss_value)
     mlm.model.eval()
     info = {"steps": step, "final_loss": loss_value, "new_head_weights": sorted(new_head), "texts": len(texts),

@@ -104,7 +104,9 @@ def read_raw(source: DataSource) -> pd.DataFrame:
                                 keep_default_na=False, na_values=[""], encoding="utf-8",
                                 quoting=3 if fmt is DataFormat.tsv else 0, nrows=source.limit)
         elif fmt is DataFormat.jsonl:
-            frame = pd.read_json(path, lines=True, dtype=False, nrows=source.limit)
+            with open(path, encoding="utf-8") as handle:
+                rows = [json.loads(line) for line in handle if line.strip()]
+            frame = pd.DataFrame(rows, dtype=object)
         elif fmt is DataFormat.parquet:
             frame = pd.read_parquet(path)
         elif fmt is DataFormat.folders:

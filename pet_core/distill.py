@@ -20,7 +20,7 @@ from pet_core.callbacks import Callback, CallbackList
 from pet_core.config import DistillConfig, ModelConfig
 from pet_core.metrics import classification_metrics
 from pet_core.modeling import BackboneError, resolve_backbone, resolve_device, resolve_precision
-from pet_core.optim import build_optimizer, check_finite, cycle_batches, seed_everything
+from pet_core.optim import build_optimizer, check_finite, cycle_batches, grad_scaler, seed_everything
 from pet_core.training import label_indices
 
 DISTILL_RECORD = "distill_record.json"
@@ -111,6 +111,7 @@ def distill(
     stage = "distill" if soft else "supervised"
     events.on_stage_begin(stage, config.max_steps)
     temperature = config.temperature
+    scaler = grad_scaler(clf.device, clf.autocast_dtype)
     loss_value = 0.0
     for step in range(config.max_steps):
         loss_value = 0.0
@@ -124,10 +125,12 @@ def distill(
             else:
                 loss = nn.functional.cross_entropy(logits, y)
             check_finite(loss, f"{stage} step {step}")
-            (loss / config.grad_accumulation).backward()
+            scaler.scale(loss / config.grad_accumulation).backward()
             loss_value += loss.item() / config.grad_accumulation
+        scaler.unscale_(optimizer)
         nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         events.on_progress(stage, step + 1, config.max_steps, loss=loss_value)

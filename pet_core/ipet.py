@@ -134,8 +134,12 @@ def next_generation(
         probs = softmax(merge_logits(stack[chosen_models], weights), config.temperature)
         requested = quota
         if labeled.num_rows == 0 and generation == 1:
-            rows, shortfall = top_k_per_label(probs, config.zero_shot_top_k), {}
+            rows = top_k_per_label(probs, config.zero_shot_top_k)
             requested = dict.fromkeys(label_names, config.zero_shot_top_k)
+            picked = np.bincount(probs[rows].argmax(1), minlength=len(label_names)) if len(rows) else \
+                np.zeros(len(label_names), dtype=np.int64)
+            shortfall = {label_names[li]: int(config.zero_shot_top_k - c) for li, c in enumerate(picked)
+                         if c < config.zero_shot_top_k}
         else:
             rows, short_idx = sample_by_confidence(
                 probs, {label_names.index(n): q for n, q in quota.items()}, rng)

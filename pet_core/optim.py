@@ -98,7 +98,7 @@ def check_finite(loss: torch.Tensor, where: str) -> None:
         raise NumericalError(f"{where}: loss is {loss.item()}; lower the learning rate or use fp32 precision")
 
 
-def grad_scaler(mlm: MaskedLM) -> torch.amp.GradScaler:
-    """A GradScaler enabled only for fp16 autocast on CUDA."""
-    enabled = mlm.device.type == "cuda" and mlm.autocast_dtype == torch.float16
+def grad_scaler(device: torch.device, autocast_dtype: torch.dtype | None) -> torch.amp.GradScaler:
+    """A GradScaler enabled only for fp16 autocast on CUDA (bf16 and fp32 need none)."""
+    enabled = device.type == "cuda" and autocast_dtype == torch.float16
     return torch.amp.GradScaler("cuda", enabled=enabled)

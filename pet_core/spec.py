@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 TEXT_SLOTS = ("a", "b")
@@ -146,4 +146,7 @@ class TaskSpec(BaseModel):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"task spec {path} does not exist")
-        return cls.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+        try:
+            return cls.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+        except (ValidationError, yaml.YAMLError) as err:
+            raise ValueError(f"task spec {path}: {err}") from err

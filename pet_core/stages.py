@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from pet_core.artifacts import logits_of, read_table, sha256_path, stable_hash, write_json, write_table
+from pet_core.artifacts import EXAMPLES_SCHEMA, logits_of, read_table, sha256_path, stable_hash, write_json, write_table
 from pet_core.callbacks import Callback
 from pet_core.config import (
     AdaptConfig, DistillConfig, EnsembleConfig, IpetConfig, ModelConfig, ScoreConfig, TrainConfig,
@@ -87,7 +87,7 @@ def prepare(store: ArtifactStore, spec: TaskSpec, data: Any) -> StageRecord:
         labeled, unlabeled = sample_split(pool, data.n_labeled, data.n_unlabeled, data.seed, data.per_label)
         if data.unlabeled is not None:
             extra = load_examples(data.unlabeled, spec, labeled=False)
-            extra = extra.set_column(0, "example_id", pa.array(
+            extra = extra.set_column(0, EXAMPLES_SCHEMA.field("example_id"), pa.array(
                 [f"u-{e}" for e in extra.column("example_id").to_pylist()], pa.string()))
             unlabeled = pa.concat_tables([unlabeled, extra])
         outputs = {"labeled": "labeled.parquet", "unlabeled": "unlabeled.parquet"}
@@ -103,7 +103,11 @@ def prepare(store: ArtifactStore, spec: TaskSpec, data: Any) -> StageRecord:
             info["test"] = describe(test)
         return outputs, info
 
-    return store.run("prepare", data.to_dict(), inputs, build)
+    key_config = data.to_dict()
+    for role in ("pool", "test", "unlabeled"):  # sources enter the key by content (inputs), not by path
+        if key_config.get(role):
+            key_config[role].pop("path")
+    return store.run("prepare", key_config, inputs, build)
 
 
 def adapt(store: ArtifactStore, model: ModelConfig, config: AdaptConfig, unlabeled: Ref,
@@ -131,7 +135,9 @@ def train(store: ArtifactStore, spec: TaskSpec, model: ModelConfig, config: Trai
                            read_table(unlabeled.verify().path) if unlabeled else None, model, config,
                            tmp / "model", generation=generation, callbacks=list(callbacks),
                            model_name=model_id(pattern, seed, generation))
-        return {"model": "model"}, result.to_dict()
+        info = result.to_dict()
+        info.pop("model_dir")  # the temp build path; the committed path is the ``model`` output
+        return {"model": "model"}, info
 
     key_config = {"model": model_key(model), "train": config.to_dict(), "pattern": pattern, "seed": seed,
                   "generation": generation, "spec": spec_hash(spec)}
@@ -165,7 +171,8 @@ def merge(store: ArtifactStore, spec: TaskSpec, config: EnsembleConfig, logits: 
         return {"soft_labels": "soft_labels.parquet"}, {"rows": table.num_rows,
                                                         "predicted": {k: int(v) for k, v in counts.items()}}
 
-    return store.run("merge", {"ensemble": config.to_dict(), "accuracies": list(accuracies)},
+    return store.run("merge", {"ensemble": config.to_dict(), "accuracies": list(accuracies),
+                               "labels": spec.label_names},
                      {"logits": [r.sha256 for r in logits]}, build)  # type: ignore[dict-item]
 
 
@@ -256,7 +263,7 @@ def logits_metrics(spec: TaskSpec, logits: Sequence[Ref], accuracies: Sequence[f
     table = read_table(test.verify().path)
     index = {n: i for i, n in enumerate(spec.label_names)}
     order = {e: i for i, e in enumerate(table.column("example_id").to_pylist())}
-    gold_all = np.array([index[x] for x in table.column("label").to_pylist()])
+    gold_all = np.array([index[x] for x in table.column("label").to_pylist()], dtype=np.int64)
     ids, stack, names = load_aligned([r.verify().path for r in logits])
     gold = gold_all[[order[e] for e in ids]]
     per_model = {name: classification_metrics(gold, stack[i].argmax(1), spec.label_names)["accuracy"]
@@ -266,5 +273,12 @@ def logits_metrics(spec: TaskSpec, logits: Sequence[Ref], accuracies: Sequence[f
     return {"models": per_model, "ensemble": ensemble}
 
 
-__all__ = ["adapt", "distill", "evaluate", "logits_metrics", "merge", "next_generation", "prepare", "score",
+def read_json_output(record: StageRecord, name: str) -> Any:
+    """Read (and hash-verify) a JSON output of a stage record."""
+    from pet_core.artifacts import read_json
+
+    return read_json(record.out(name).verify().path)
+
+
+__all__ = ["read_json_output", "adapt", "distill", "evaluate", "logits_metrics", "merge", "next_generation", "prepare", "score",
            "supervised", "train", "logits_of"]

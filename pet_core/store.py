@@ -64,17 +64,19 @@ class StageRecord:
     info: dict[str, Any] = field(default_factory=dict)
     cached: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict (without the transient ``cached`` flag)."""
+    def to_dict(self, entry: Path | None = None) -> dict[str, Any]:
+        """JSON-able dict (without the transient ``cached`` flag); paths relative to ``entry`` if given."""
         data = asdict(self)
         data.pop("cached")
-        data["outputs"] = {k: v.to_dict() for k, v in self.outputs.items()}
+        data["outputs"] = {k: {"path": os.path.relpath(v.path, entry) if entry else v.path, "sha256": v.sha256}
+                           for k, v in self.outputs.items()}
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StageRecord:
-        """Parse a record.json."""
-        outputs = {k: Ref(**v) for k, v in data["outputs"].items()}
+    def from_dict(cls, data: dict[str, Any], entry: Path | None = None) -> StageRecord:
+        """Parse a record.json; relative output paths are resolved against ``entry``."""
+        outputs = {k: Ref(str(entry / v["path"]) if entry else v["path"], v["sha256"])
+                   for k, v in data["outputs"].items()}
         return cls(**{**data, "outputs": outputs})
 
     def out(self, name: str) -> Ref:
@@ -107,11 +109,12 @@ class ArtifactStore:
 
     def lookup(self, stage: str, key: str, verify: bool = True) -> StageRecord | None:
         """The valid record of a finished stage, or None (missing, unreadable or outputs changed)."""
-        path = self.root / stage / key / RECORD
+        entry = self.root / stage / key
+        path = entry / RECORD
         if not path.is_file():
             return None
         try:
-            record = StageRecord.from_dict(read_json(path))
+            record = StageRecord.from_dict(read_json(path), entry)
             if verify:
                 for ref in record.outputs.values():
                     ref.verify()
@@ -149,7 +152,7 @@ class ArtifactStore:
                 outputs[name] = Ref(str(final / rel), sha256_path(produced))
             record = StageRecord(stage, key, config, inputs, outputs, code_version(),
                                  round(time.perf_counter() - started, 3), platform.node(), info)
-            write_json(record.to_dict(), tmp / RECORD)
+            write_json(record.to_dict(entry=final), tmp / RECORD)
             publish_mode(tmp)
             self._commit(tmp, final, stage, key)
         finally:
@@ -170,5 +173,10 @@ class ArtifactStore:
             except OSError:
                 if self.lookup(stage, key) is not None:
                     return  # another process finished the same stage first
-                shutil.rmtree(final, ignore_errors=True)  # a stale directory without a valid record
+                stale = final.with_name(f".{final.name}.stale-{os.getpid()}-{time.monotonic_ns()}")
+                try:
+                    os.rename(final, stale)  # move a stale entry (no valid record) aside atomically
+                except OSError:
+                    continue
+                shutil.rmtree(stale, ignore_errors=True)
         raise ArtifactError(f"could not commit {final}")

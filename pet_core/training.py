@@ -114,7 +114,8 @@ def train_pvp(
     )
     with atomic_dir(out_dir) as tmp:
         mlm.save(tmp)
-        write_json({**result.to_dict(), "model_dir": str(out_dir), "train_config": cfg.to_dict(),
+        deterministic = {k: v for k, v in result.to_dict().items() if k not in ("model_dir", "wall_s")}
+        write_json({**deterministic, "train_config": cfg.to_dict(),
                     "model_config": model_config.to_dict(), "template": spec.patterns[pattern].template},
                    tmp / TRAIN_RECORD)
     mlm.release()
@@ -140,7 +141,7 @@ def _fit(
     lab_batches = cycle_batches(labeled.num_rows, cfg.batch_size, generator)
     optimizer, scheduler = build_optimizer(model, cfg.learning_rate, cfg.weight_decay, cfg.adam_epsilon,
                                            cfg.max_steps, cfg.warmup_steps)
-    scaler = grad_scaler(mlm)
+    scaler = grad_scaler(mlm.device, mlm.autocast_dtype)
     pad = mlm.tokenizer.pad_token_id or 0
     events.on_stage_begin(stage, cfg.max_steps)
     running = 0.0

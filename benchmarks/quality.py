@@ -1,0 +1,164 @@
+"""Quality benchmark: supervised vs PET vs iPET at |T| ∈ {10, 50, 100} × seeds, like PET's Table 1.
+
+Writes records {dataset, n_labeled, method, seed, accuracy, macro_f1, wall_s, backbone, steps, ...}
+to benchmarks/results/quality.json (merged with records already there) and prints a markdown table
+of mean ± std. Runs share one artifact store, so iPET reuses PET's generation 0 (its wall_s then
+counts only the extra work; ``wall_s_total`` adds the shared part).
+
+    python benchmarks/quality.py --dataset ag_news --n-labeled 10 50 --seeds 1 2 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import transformers
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pet_core import stages  # noqa: E402
+from pet_core.config import DistillConfig, IpetConfig, ModelConfig, TrainConfig  # noqa: E402
+from pet_core.data import DataSource  # noqa: E402
+from pet_core.pipeline import run  # noqa: E402
+from pet_core.run_config import DataConfig, RunConfig  # noqa: E402
+from pet_core.store import ArtifactStore  # noqa: E402
+
+SHARED = ROOT.parent / "shared"
+DATASETS = {
+    "ag_news": {"task": ROOT / "data/tasks/ag_news.yaml", "pool": SHARED / "data/ag_news/train.csv",
+                "test": SHARED / "data/ag_news/test.csv"},
+    "sst2": {"task": ROOT / "data/tasks/sst2.yaml", "pool": SHARED / "data/sst2/train.tsv",
+             "test": SHARED / "data/sst2/test.tsv"},
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", choices=sorted(DATASETS), required=True)
+    parser.add_argument("--n-labeled", type=int, nargs="+", default=[10, 50, 100])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--methods", nargs="+", default=["supervised", "pet", "ipet"],
+                        choices=["supervised", "pet", "ipet"])
+    parser.add_argument("--backbone", default=str(SHARED / "models/minilm-l6-mlm"))
+    parser.add_argument("--n-unlabeled", type=int, default=2000)
+    parser.add_argument("--n-test", type=int, default=None)
+    parser.add_argument("--patterns", type=int, nargs="*", default=None)
+    parser.add_argument("--train-steps", type=int, default=100)
+    parser.add_argument("--learning-rate", type=float, default=1e-5)
+    parser.add_argument("--unlabeled-ratio", type=int, default=1)
+    parser.add_argument("--distill-steps", type=int, default=125)
+    parser.add_argument("--distill-lr", type=float, default=5e-5)
+    parser.add_argument("--supervised-steps", type=int, default=100)
+    parser.add_argument("--ipet-generations", type=int, default=None)
+    parser.add_argument("--max-seq-length", type=int, default=128)
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--store", default=str(ROOT / "benchmarks/work/store"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/quality.json"))
+    return parser.parse_args(argv)
+
+
+def run_config(args: argparse.Namespace, n_labeled: int, seed: int, ipet: bool) -> RunConfig:
+    paths = DATASETS[args.dataset]
+    return RunConfig(
+        name=f"{args.dataset}-{n_labeled}-{seed}",
+        task=str(paths["task"]),
+        data=DataConfig(pool=DataSource(path=str(paths["pool"])), test=DataSource(path=str(paths["test"])),
+                        n_labeled=n_labeled, n_unlabeled=args.n_unlabeled, n_test=args.n_test, seed=seed),
+        model=ModelConfig(backbone=args.backbone, max_seq_length=args.max_seq_length, precision=args.precision),
+        patterns=args.patterns,
+        seeds=[seed],
+        train=TrainConfig(max_steps=args.train_steps, grad_accumulation=1, learning_rate=args.learning_rate,
+                          unlabeled_ratio=args.unlabeled_ratio),
+        distill=DistillConfig(max_steps=args.distill_steps, learning_rate=args.distill_lr),
+        ipet=IpetConfig(generations=args.ipet_generations) if ipet else None,
+        store=args.store,
+    )
+
+
+def supervised(args: argparse.Namespace, config: RunConfig) -> dict[str, Any]:
+    """The same backbone as a plain sequence classifier trained on T only."""
+    started = time.perf_counter()
+    spec = config.task_spec()
+    store = ArtifactStore(config.store)
+    prepared = stages.prepare(store, spec, config.data)
+    cfg = DistillConfig(max_steps=args.supervised_steps, batch_size=min(16, max(config.data.n_labeled, 1)),
+                        learning_rate=args.distill_lr)
+    clf = stages.supervised(store, spec, config.model, cfg, prepared.out("labeled"), seed=config.data.seed)
+    metrics = stages.read_json_output(stages.evaluate(store, spec, config.model, clf.out("classifier"),
+                                                      prepared.out("test")), "metrics")
+    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "steps": args.supervised_steps,
+            "wall_s": round(time.perf_counter() - started, 2)}
+
+
+def pet(args: argparse.Namespace, config: RunConfig) -> dict[str, Any]:
+    """PET or iPET through the plain-Python pipeline."""
+    started = time.perf_counter()
+    result = run(config)
+    summary = result.summary(config.task_spec(), config)
+    gens = summary["generations"]
+    return {"accuracy": summary["final"]["accuracy"], "macro_f1": summary["final"]["macro_f1"],
+            "steps": args.train_steps, "wall_s": round(time.perf_counter() - started, 2),
+            "pattern_accuracy": gens[-1]["models"], "ensemble_accuracy": gens[-1]["ensemble"]["accuracy"],
+            "generations": len(gens) - 1, "cached_stages": summary["cached_stages"]}
+
+
+def table(records: list[dict[str, Any]], dataset: str) -> str:
+    """Markdown table of mean ± std over seeds, per |T| and method."""
+    lines = ["| dataset | |T| | method | accuracy (mean ± std) | macro-F1 | runs |", "|---|---|---|---|---|---|"]
+    keys = sorted({(r["n_labeled"], r["method"]) for r in records if r["dataset"] == dataset},
+                  key=lambda k: (k[0], ["supervised", "pet", "ipet"].index(k[1])))
+    for n, method in keys:
+        rows = [r for r in records if r["dataset"] == dataset and r["n_labeled"] == n and r["method"] == method]
+        acc = [100 * r["accuracy"] for r in rows]
+        f1 = [100 * r["macro_f1"] for r in rows]
+        std = statistics.stdev(acc) if len(acc) > 1 else 0.0
+        lines.append(f"| {dataset} | {n} | {method} | {statistics.mean(acc):.1f} ± {std:.1f} | "
+                     f"{statistics.mean(f1):.1f} | {len(rows)} |")
+    return "\n".join(lines)
+
+
+def save_record(out: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Replace this (dataset, |T|, method, seed) record in the JSON file, under a lock (runs in parallel)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        records = json.loads(out.read_text()) if out.exists() else []
+        key = (record["dataset"], record["n_labeled"], record["method"], record["seed"])
+        records = [r for r in records if (r["dataset"], r["n_labeled"], r["method"], r["seed"]) != key] + [record]
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(records, indent=2) + "\n")
+        tmp.replace(out)
+    return records
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    transformers.logging.set_verbosity_error()
+    out = Path(args.out)
+    records: list[dict[str, Any]] = json.loads(out.read_text()) if out.exists() else []
+    for n_labeled in args.n_labeled:
+        for seed in args.seeds:
+            for method in args.methods:
+                config = run_config(args, n_labeled, seed, ipet=(method == "ipet"))
+                result = supervised(args, config) if method == "supervised" else pet(args, config)
+                record = {"dataset": args.dataset, "n_labeled": n_labeled, "method": method, "seed": seed,
+                          "backbone": Path(args.backbone).name, "n_unlabeled": args.n_unlabeled,
+                          "n_test": args.n_test, "machine": f"{platform.node()} {platform.processor()}".strip(),
+                          **result}
+                records = save_record(out, record)
+                print(f"{args.dataset} |T|={n_labeled} seed={seed} {method}: acc={record['accuracy']:.4f} "
+                      f"wall={record['wall_s']}s", flush=True)
+    print(table(records, args.dataset))
+
+
+if __name__ == "__main__":
+    main()

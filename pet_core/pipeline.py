@@ -1,0 +1,121 @@
+"""A plain-Python run of a whole RunConfig over the stages, for notebooks and benchmarks.
+
+The Prefect flows wire the same stages with parallel task submission, UI artifacts and retries;
+this runner does them in order in one process. Both share the store, so work done by one is
+cached for the other.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pet_core import stages
+from pet_core.callbacks import Callback
+from pet_core.run_config import RunConfig
+from pet_core.spec import TaskSpec
+from pet_core.store import ArtifactStore, Ref, StageRecord
+
+
+@dataclass
+class Generation:
+    """The models of one generation: train records and logits on D (and on test, if any)."""
+
+    index: int
+    trained: list[StageRecord] = field(default_factory=list)
+    unlabeled_logits: list[Ref] = field(default_factory=list)
+    test_logits: list[Ref] = field(default_factory=list)
+
+    @property
+    def accuracies(self) -> list[float | None]:
+        """Each model's accuracy on its training set before training: its ensemble weight."""
+        return [t.info["pre_train_accuracy"] for t in self.trained]
+
+
+@dataclass
+class PipelineResult:
+    """Everything a run produced, as store records and references."""
+
+    prepared: StageRecord
+    generations: list[Generation]
+    soft_labels: StageRecord
+    classifier: StageRecord
+    evaluation: StageRecord | None
+    records: list[StageRecord]
+    wall_s: float
+
+    def summary(self, spec: TaskSpec, config: RunConfig) -> dict[str, Any]:
+        """Per-generation model/ensemble test accuracy and the final classifier's metrics."""
+        out: dict[str, Any] = {"final": None, "generations": [], "cached_stages": sum(r.cached for r in self.records),
+                               "stages": len(self.records), "wall_s": self.wall_s}
+        test = self.prepared.outputs.get("test")
+        for gen in self.generations:
+            entry: dict[str, Any] = {"generation": gen.index, "pre_train_accuracy": gen.accuracies}
+            if test is not None:
+                entry.update(stages.logits_metrics(spec, gen.test_logits, gen.accuracies, test, config.ensemble))
+            out["generations"].append(entry)
+        if self.evaluation is not None:
+            out["final"] = stages.read_json_output(self.evaluation, "metrics")
+        return out
+
+
+def model_grid(config: RunConfig) -> list[tuple[int, int]]:
+    """(pattern, seed) of every model of a generation, in a fixed order."""
+    return [(p, s) for p in config.pattern_ids() for s in config.seeds]
+
+
+def run_generation(store: ArtifactStore, spec: TaskSpec, config: RunConfig, index: int, train_sets: list[Ref],
+                   prepared: StageRecord, callbacks: list[Callback]) -> Generation:
+    """Train, then score on D (and test), every model of one generation."""
+    gen = Generation(index)
+    unlabeled, test = prepared.out("unlabeled"), prepared.outputs.get("test")
+    for (pattern, seed), train_set in zip(model_grid(config), train_sets, strict=True):
+        trained = stages.train(store, spec, config.model, config.train, pattern, seed, index, train_set,
+                               unlabeled, callbacks)
+        gen.trained.append(trained)
+        gen.unlabeled_logits.append(stages.score(store, spec, config.model, config.score, trained.out("model"),
+                                                 unlabeled, callbacks).out("logits"))
+        if test is not None:
+            gen.test_logits.append(stages.score(store, spec, config.model, config.score, trained.out("model"),
+                                                test, callbacks).out("logits"))
+    return gen
+
+
+def run(config: RunConfig, callbacks: list[Callback] | None = None) -> PipelineResult:
+    """Prepare → [adapt] → PET → [iPET generations] → merge → distill → evaluate."""
+    started = time.perf_counter()
+    callbacks = callbacks or []
+    spec = config.task_spec()
+    store = ArtifactStore(config.store)
+    prepared = stages.prepare(store, spec, config.data)
+    records = [prepared]
+    if config.adapt is not None:
+        adapted = stages.adapt(store, config.model, config.adapt, prepared.out("unlabeled"), callbacks)
+        records.append(adapted)
+        config = config.model_copy(update={"model": config.model.model_copy(
+            update={"backbone": adapted.out("backbone").path})})
+    labeled = prepared.out("labeled")
+    grid = model_grid(config)
+    generations = [run_generation(store, spec, config, 0, [labeled] * len(grid), prepared, callbacks)]
+    n_generations = config.ipet.num_generations(prepared.info["labeled"]["rows"]) if config.ipet else 0
+    for index in range(1, n_generations + 1):
+        previous = generations[-1]
+        sets = stages.next_generation(store, spec, config.ipet, labeled, prepared.out("unlabeled"),
+                                      previous.unlabeled_logits, previous.accuracies, index, config.data.seed)
+        records.append(sets)
+        train_sets = [sets.out(f"train_{i}") for i in range(len(grid))]
+        generations.append(run_generation(store, spec, config, index, train_sets, prepared, callbacks))
+    last = generations[-1]
+    soft = stages.merge(store, spec, config.ensemble, last.unlabeled_logits, last.accuracies)
+    classifier = stages.distill(store, spec, config.model, config.distill, prepared.out("unlabeled"),
+                                soft.out("soft_labels"), labeled, seed=config.data.seed, callbacks=callbacks)
+    evaluation = None
+    if "test" in prepared.outputs:
+        evaluation = stages.evaluate(store, spec, config.model, classifier.out("classifier"), prepared.out("test"),
+                                     config.distill.eval_batch_size)
+    for gen in generations:
+        records.extend(gen.trained)
+    records.extend([soft, classifier] + ([evaluation] if evaluation else []))
+    return PipelineResult(prepared, generations, soft, classifier, evaluation, records,
+                          round(time.perf_counter() - started, 3))

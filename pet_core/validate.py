@@ -1,0 +1,151 @@
+"""Checks before any training: the same function backs ``petflow validate`` and the start of a run.
+
+Every problem is reported with the file/row/field it concerns and what to do; long texts are
+counted (they get truncated), not errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pet_core.data import DataError, load_examples, sample_split
+from pet_core.run_config import RunConfig
+
+
+class ValidationError(ValueError):
+    """The run config, task spec, data or backbone cannot work; ``report`` lists every problem."""
+
+    def __init__(self, report: ValidationReport):
+        super().__init__("; ".join(report.errors))
+        self.report = report
+
+
+@dataclass
+class ValidationReport:
+    """Errors (fatal), warnings and facts found while validating a run."""
+
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing fatal was found."""
+        return not self.errors
+
+    def raise_for_errors(self) -> ValidationReport:
+        """Raise ValidationError if there were errors; else return self."""
+        if self.errors:
+            raise ValidationError(self)
+        return self
+
+
+def _check_backbone(config: RunConfig, report: ValidationReport) -> Any:
+    from transformers import AutoConfig, AutoTokenizer
+
+    from pet_core.modeling import BackboneError, resolve_backbone
+
+    try:
+        name = resolve_backbone(config.model.backbone)
+    except (BackboneError, ValueError) as err:
+        report.errors.append(f"model.backbone: {err}")
+        return None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=config.model.trust_remote_code)
+        model_config = AutoConfig.from_pretrained(name, trust_remote_code=config.model.trust_remote_code)
+    except (OSError, ValueError) as err:
+        report.errors.append(f"model.backbone {name!r}: cannot load tokenizer/config ({err})")
+        return None
+    if tokenizer.mask_token_id is None:
+        report.errors.append(f"model.backbone {name!r}: tokenizer has no mask token; PET needs a masked LM")
+    if config.adapt is None and Path(name).is_dir():
+        from safetensors import safe_open
+
+        weights = sorted(Path(name).glob("*.safetensors"))
+        keys: set[str] = set()
+        for file in weights:
+            with safe_open(str(file), "pt") as handle:
+                keys.update(handle.keys())
+        if weights and not any(k.startswith(("cls.", "lm_head.", "generator_lm_head", "vocab_", "lm_predictions"))
+                               for k in keys):
+            report.errors.append(f"model.backbone {name!r} has no MLM head weights (a sentence encoder?): "
+                                 "its label scores would be noise; add an `adapt:` section to learn one")
+    report.facts["backbone"] = {"name": name, "model_type": model_config.model_type}
+    return tokenizer
+
+
+def validate(config: RunConfig, check_backbone: bool = True) -> ValidationReport:
+    """Validate spec, data, sampling, verbalizers against the tokenizer, and the backbone."""
+    report = ValidationReport()
+    try:
+        spec = config.task_spec()
+    except (ValueError, FileNotFoundError) as err:
+        report.errors.append(f"task: {err}")
+        return report
+    tables = {}
+    for role in ("pool", "test", "unlabeled"):
+        source = getattr(config.data, role)
+        if source is None:
+            continue
+        try:
+            tables[role] = load_examples(source, spec, labeled=(role != "unlabeled"))
+        except (DataError, FileNotFoundError) as err:
+            report.errors.append(f"data.{role}: {err}")
+    if "test" in tables and tables["test"].num_rows == 0:
+        report.errors.append(f"data.test ({config.data.test.path}): has no rows; give a test file with data "
+                             "or remove data.test")
+    n_models = len(config.pattern_ids()) * len(config.seeds)
+    if config.ipet is not None and n_models < 2:
+        report.errors.append(f"ipet needs at least 2 models per generation (patterns × seeds = {n_models}); "
+                             "add patterns or seeds, or remove the ipet section")
+    if "pool" in tables:
+        pool = tables["pool"]
+        if config.data.holdout is not None:
+            try:
+                _, pool = sample_split(pool, config.data.holdout, None, config.data.seed + 1, hide_labels=False)
+            except DataError as err:
+                report.errors.append(f"data.holdout: {err}")
+        counts: dict[str, int] = {}
+        for label in pool.column("label").to_pylist():
+            counts[label] = counts.get(label, 0) + 1
+        absent = [name for name in spec.label_names if counts.get(name, 0) == 0]
+        if absent and config.data.n_labeled > 0:
+            report.errors.append(f"data.pool ({config.data.pool.path}): label(s) {absent} have no examples")
+        try:
+            labeled, unlabeled = sample_split(pool, config.data.n_labeled, config.data.n_unlabeled,
+                                              config.data.seed, config.data.per_label)
+            seen = {label for label in labeled.column("label").to_pylist()}
+            missing = [n for n in spec.label_names if n not in seen]
+            if missing and config.data.n_labeled > 0:
+                report.warnings.append(f"T has no example of {missing} (n_labeled={config.data.n_labeled}); "
+                                       "raise n_labeled or use per_label: true")
+            report.facts["labeled"], report.facts["unlabeled"] = labeled.num_rows, unlabeled.num_rows
+            if unlabeled.num_rows == 0 and config.data.unlabeled is None:
+                report.errors.append("data: D is empty (n_unlabeled=0 or the pool is used up by T): the final "
+                                     "classifier is distilled from D; give n_unlabeled > 0 or data.unlabeled")
+        except DataError as err:
+            report.errors.append(f"data: {err}")
+    tokenizer = _check_backbone(config, report) if check_backbone else None
+    if tokenizer is not None:
+        _check_patterns(config, spec, tokenizer, tables.get("pool"), report)
+    return report
+
+
+def _check_patterns(config: RunConfig, spec: Any, tokenizer: Any, pool: Any, report: ValidationReport) -> None:
+    from pet_core.pvp import PVP
+
+    for pattern in config.pattern_ids():
+        try:
+            pvp = PVP(spec, pattern, tokenizer, config.model.max_seq_length)
+        except ValueError as err:
+            report.errors.append(f"pattern {pattern}: {err}")
+            continue
+        if pool is not None and pool.num_rows:
+            sample = pool.slice(0, min(pool.num_rows, 2000))
+            encoded = pvp.encode_texts(sample.column("a").to_pylist(), sample.column("b").to_pylist())
+            cut = sum(1 for e in encoded if e.truncated)
+            if cut:
+                report.warnings.append(f"pattern {pattern}: {cut} of {len(encoded)} sampled texts exceed "
+                                       f"max_seq_length={config.model.max_seq_length} and will be truncated")

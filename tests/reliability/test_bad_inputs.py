@@ -1,0 +1,746 @@
+"""Issue 5: bad inputs fail early with an error that names the file, the row or field, and what to do.
+
+``CASES`` is the matrix: each case builds a broken input, names the exception type it must raise and
+the fragments the message must contain (file path, row number, field, the offending value, the fix).
+Inputs that look odd but are fine (extra columns, over-long texts, |T| = 0, one label in T, 20 labels)
+are tested below the matrix.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+import yaml
+from pydantic import ValidationError as PydanticError
+
+from pet_core import pipeline, stages
+from pet_core.artifacts import ArtifactError, logits_table, read_json, read_table, write_table
+from pet_core.config import (
+    AdaptConfig, DistillConfig, EnsembleConfig, IpetConfig, ModelConfig, ScoreConfig, TrainConfig,
+)
+from pet_core.data import DataError, DataSource, load_examples
+from pet_core.modeling import BackboneError, MaskedLM
+from pet_core.optim import NumericalError
+from pet_core.pvp import PVP, VerbalizerError
+from pet_core.run_config import RunConfig
+from pet_core.spec import TaskSpec
+from pet_core.store import ArtifactStore, Ref
+from pet_core.validate import ValidationError, validate
+
+from _petcore_support import SENTIMENT_SPEC, TOPIC_SPEC, sentiment_frame
+from reliability._pipeline_support import spy_stages, tiny_run_config, tiny_run_dict
+
+FAST_TRAIN = TrainConfig(max_steps=2, batch_size=4, grad_accumulation=1, learning_rate=1e-3, score_batch_size=16)
+
+
+@dataclass
+class Ctx:
+    """What a case needs: a scratch folder, the tiny backbones and the toy data."""
+
+    tmp: Path
+    request: Any
+
+    def fixture(self, name: str) -> Any:
+        return self.request.getfixturevalue(name)
+
+    @property
+    def mlm(self) -> Path:
+        return Path(self.fixture("tiny_mlm_dir"))
+
+    def model(self, backbone: Path | None = None, **kw) -> ModelConfig:
+        return ModelConfig(backbone=str(backbone or self.mlm), max_seq_length=kw.pop("max_seq_length", 64),
+                           device=kw.pop("device", "cpu"), precision="fp32", **kw)
+
+    def write(self, name: str, content: str | bytes) -> Path:
+        path = self.tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+        return path
+
+    def tokenizer(self):
+        return self.fixture("tiny_tokenizer")
+
+
+def sentiment(**changes) -> dict:
+    spec = json.loads(json.dumps(SENTIMENT_SPEC))
+    spec.update(changes)
+    return spec
+
+
+def load(path: Path, spec: dict | None = None, **source) -> Callable[[], Any]:
+    return lambda: load_examples(DataSource(path=str(path), **source), TaskSpec.model_validate(spec or SENTIMENT_SPEC))
+
+
+def csv(*rows: str, header: str = "sentence,label") -> str:
+    return "\n".join([header, *rows]) + "\n"
+
+
+GOOD_ROWS = ["a wonderful film,1", "a dull mess,0", "great acting,1", "terrible plot,0", "good fun,1"]
+
+CASES: list[Any] = []
+
+
+def case(name: str, exc: type[BaseException], *marks: Any) -> Callable:
+    """Register ``fn(ctx) -> (action, [fragments the message must contain])`` as a matrix case."""
+
+    def register(fn: Callable) -> Callable:
+        CASES.append(pytest.param(fn, exc, id=name, marks=list(marks)))
+        return fn
+
+    return register
+
+
+# -- data files ---------------------------------------------------------------------------------------------------
+@case("missing-column", DataError)
+def _(ctx):
+    path = ctx.write("pool.csv", csv("good,1", header="text,label"))
+    return load(path), [str(path), "missing column(s) ['sentence']", "found ['text', 'label']", "fields.a"]
+
+
+@case("empty-text", DataError)
+def _(ctx):
+    rows = list(GOOD_ROWS)
+    rows[3] = ",0"
+    path = ctx.write("pool.csv", csv(*rows))
+    return load(path), [str(path), "row 3", "field 'a' (sentence)", "empty or whitespace", "drop or fill"]
+
+
+@case("whitespace-only-text", DataError)
+def _(ctx):
+    rows = list(GOOD_ROWS)
+    rows[1] = '"  \t ",0'
+    path = ctx.write("pool.csv", csv(*rows))
+    return load(path), [str(path), "row 1", "field 'a'", "whitespace"]
+
+
+@case("whitespace-only-text-jsonl", DataError)
+def _(ctx):
+    lines = [{"sentence": "fine", "label": 1}, {"sentence": "ok", "label": 0}, {"sentence": "   ", "label": 1}]
+    path = ctx.write("pool.jsonl", "".join(json.dumps(x) + "\n" for x in lines))
+    return load(path), [str(path), "row 2", "field 'a'"]
+
+
+@case("nan-label-csv", DataError)
+def _(ctx):
+    rows = list(GOOD_ROWS)
+    rows[2] = "great acting,"
+    path = ctx.write("pool.csv", csv(*rows))
+    return load(path), [str(path), "row 2", "label column 'label' is empty"]
+
+
+@case("none-label-jsonl", DataError)
+def _(ctx):
+    lines = [{"sentence": "a good film", "label": 1}, {"sentence": "a bad film", "label": None}]
+    path = ctx.write("pool.jsonl", "".join(json.dumps(x) + "\n" for x in lines))
+    return load(path), [str(path), "row 1", "label column 'label' is empty"]
+
+
+@case("label-not-in-spec", DataError)
+def _(ctx):
+    rows = list(GOOD_ROWS)
+    rows[4] = "good fun,7"
+    path = ctx.write("pool.csv", csv(*rows))
+    return load(path), [str(path), "row 4", "label '7' is not in the task spec", "known raw values: ['0', '1']"]
+
+
+@case("duplicate-example-ids", DataError)
+def _(ctx):
+    path = ctx.write("topics.csv", csv("x1,Peace talks,Leaders met.,world", "x2,Cup final,Team won.,sports",
+                                       "x1,Shares rise,Profit up.,business", header="id,title,description,topic"))
+    return load(path, TOPIC_SPEC), [str(path), "duplicate example id 'x1'", "column 'id'", "must be unique"]
+
+
+@case("unknown-file-format", DataError)
+def _(ctx):
+    path = ctx.write("pool.xlsx", b"PK\x03\x04 not really a spreadsheet")
+    return load(path), [str(path), "unknown file format '.xlsx'", ".csv"]
+
+
+@case("non-utf8-bytes", DataError)
+def _(ctx):
+    path = ctx.write("pool.csv", "sentence,label\na caf\xe9 film,1\n".encode("latin-1"))
+    return load(path), [str(path), "not UTF-8", "re-encode the file as UTF-8"]
+
+
+@case("malformed-csv-unterminated-quote", DataError)
+def _(ctx):
+    path = ctx.write("pool.csv", 'sentence,label\n"a good film,1\nbad,0\n')
+    return load(path), [str(path), "cannot parse as csv", "EOF inside string"]
+
+
+@case("malformed-csv-too-many-fields", DataError)
+def _(ctx):
+    path = ctx.write("pool.csv", csv("a good film,1", "bad,0,3,4"))
+    return load(path), [str(path), "cannot parse as csv", "line 3"]
+
+
+@case("malformed-jsonl", DataError)
+def _(ctx):
+    path = ctx.write("pool.jsonl", '{"sentence": "good", "label": 1}\n{"sentence": \n')
+    return load(path), [str(path), "cannot parse as jsonl"]
+
+
+@case("empty-file", DataError)
+def _(ctx):
+    path = ctx.write("pool.csv", "")
+    return load(path), [str(path), "cannot parse as csv"]
+
+
+@case("missing-data-file", DataError)
+def _(ctx):
+    path = ctx.tmp / "nowhere" / "pool.csv"
+    return load(path), [str(path), "does not exist"]
+
+
+@case("folder-without-text-files", DataError)
+def _(ctx):
+    (ctx.tmp / "corpus" / "positive").mkdir(parents=True)
+    return load(ctx.tmp / "corpus"), [str(ctx.tmp / "corpus"), "no <label>/*.txt files found"]
+
+
+# -- drawing T and D -----------------------------------------------------------------------------------------------
+def prepare_action(ctx, **data) -> Callable[[], Any]:
+    pool = ctx.fixture("sentiment_data") / "pool.csv"
+    config = tiny_run_config(ctx.fixture("sentiment_data"), ctx.mlm, ctx.tmp / "store",
+                             data={"pool": {"path": str(pool)}, "test": None, **data})
+    return lambda: stages.prepare(ArtifactStore(ctx.tmp / "store"), config.task_spec(), config.data)
+
+
+@case("n-labeled-larger-than-pool", DataError)
+def _(ctx):
+    return prepare_action(ctx, n_labeled=50), ["n_labeled=50", "larger than the pool (40 rows)"]
+
+
+@case("n-unlabeled-larger-than-rest", DataError)
+def _(ctx):
+    return prepare_action(ctx, n_labeled=8, n_unlabeled=100), ["n_unlabeled=100", "only 32 pool rows remain after T"]
+
+
+@case("per-label-more-than-available", DataError)
+def _(ctx):
+    return prepare_action(ctx, n_labeled=25, per_label=True), ["n_labeled=25 per label", "'negative': 20"]
+
+
+@case("label-with-zero-examples-in-pool", ValidationError)
+def _(ctx):
+    import pandas as pd
+
+    frame = pd.read_csv(ctx.fixture("topic_data") / "pool.csv", dtype=str)
+    path = ctx.tmp / "pool.csv"
+    frame[frame.topic != "sports"].to_csv(path, index=False)
+    config = tiny_run_config(ctx.fixture("topic_data"), ctx.mlm, ctx.tmp / "store", data={"pool": {"path": str(path)}})
+    return (lambda: validate(config, check_backbone=False).raise_for_errors()), [
+        "data.pool", str(path), "label(s) ['Sports'] have no examples"]
+
+
+@case("single-label-present-in-pool", ValidationError)
+def _(ctx):
+    frame = sentiment_frame()
+    path = ctx.tmp / "pool.csv"
+    frame[frame.label == "0"].to_csv(path, index=False)
+    config = tiny_run_config(ctx.fixture("sentiment_data"), ctx.mlm, ctx.tmp / "store",
+                             data={"pool": {"path": str(path)}, "test": None, "n_labeled": 4})
+    return (lambda: validate(config, check_backbone=False).raise_for_errors()), [
+        str(path), "label(s) ['positive'] have no examples"]
+
+
+# -- task spec: patterns and verbalizers ---------------------------------------------------------------------------
+def spec_action(**changes) -> Callable[[], Any]:
+    return lambda: TaskSpec.model_validate(sentiment(**changes))
+
+
+@case("pattern-without-mask", PydanticError)
+def _(ctx):
+    return spec_action(patterns=["{a} It was {mask}.", "{a} It was great."]), [
+        "patterns.1.template", "needs exactly one {mask}, found 0"]
+
+
+@case("pattern-with-two-masks", PydanticError)
+def _(ctx):
+    return spec_action(patterns=["{a} It was {mask} and {mask}."]), ["patterns.0.template", "found 2"]
+
+
+@case("pattern-unknown-placeholder", PydanticError)
+def _(ctx):
+    return spec_action(patterns=["{a} It was {mask}. {c}"]), [
+        "patterns.0.template", "unknown placeholder(s) ['c']", "use {a}, {b} and {mask}"]
+
+
+@case("pattern-without-text", PydanticError)
+def _(ctx):
+    return spec_action(patterns=["It was {mask}."]), ["patterns.0.template", "uses no text"]
+
+
+@case("b-without-fields-b", PydanticError)
+def _(ctx):
+    return spec_action(patterns=["{a} {b} It was {mask}."]), ["pattern 0 uses {b} but fields.b is empty"]
+
+
+@case("duplicate-verbalizer-words", PydanticError)
+def _(ctx):
+    labels = [{"name": "negative", "raw": [0], "words": ["bad", "good"]},
+              {"name": "positive", "raw": [1], "words": ["good", "great"]}]
+    return spec_action(labels=labels), ["pattern 0", "verbalizer word 'good' is used by 'negative' and 'positive'"]
+
+
+@case("verbalizer-labels-mismatch", PydanticError)
+def _(ctx):
+    patterns = ["{a} It was {mask}.", {"template": "Just {mask}! {a}", "verbalizer": {"negative": ["bad"],
+                                                                                       "neutral": ["fine"]}}]
+    return spec_action(patterns=patterns), [
+        "pattern 1", "verbalizer labels ['negative', 'neutral'] differ from task labels ['negative', 'positive']"]
+
+
+@case("single-label-spec", PydanticError)
+def _(ctx):
+    return spec_action(labels=[{"name": "positive", "raw": [1], "words": ["good"]}]), ["labels", "at least 2 items"]
+
+
+@case("duplicate-label-names", PydanticError)
+def _(ctx):
+    labels = [{"name": "positive", "raw": [0], "words": ["bad"]}, {"name": "positive", "raw": [1], "words": ["good"]}]
+    return spec_action(labels=labels), ["duplicate label names ['positive']"]
+
+
+@case("raw-value-of-two-labels", PydanticError)
+def _(ctx):
+    labels = [{"name": "negative", "raw": [0, 1], "words": ["bad"]},
+              {"name": "positive", "raw": [1], "words": ["good"]}]
+    return spec_action(labels=labels), ["raw value '1' maps to both 'negative' and 'positive'"]
+
+
+@case("label-without-words", PydanticError)
+def _(ctx):
+    labels = [{"name": "negative", "raw": [0], "words": []}, {"name": "positive", "raw": [1], "words": ["good"]}]
+    return spec_action(labels=labels), ["labels.0.words", "at least 1 item"]
+
+
+@case("unknown-spec-key", PydanticError)
+def _(ctx):
+    return spec_action(verbalizers={"negative": ["bad"]}), ["verbalizers", "Extra inputs are not permitted"]
+
+
+@case("spec-file-error-names-the-file", ValueError)
+def _(ctx):
+    path = ctx.write("tasks/broken.yaml", yaml.safe_dump(sentiment(patterns=["{a} It was great."])))
+    return (lambda: TaskSpec.from_yaml(path)), [str(path), "needs exactly one {mask}"]
+
+
+@case("verbalizer-word-not-one-token", VerbalizerError)
+def _(ctx):
+    labels = [{"name": "negative", "raw": [0], "words": ["bad"]},
+              {"name": "positive", "raw": [1], "words": ["good", "wonderfulness"]}]
+    spec = TaskSpec.model_validate(sentiment(labels=labels))
+    return (lambda: PVP(spec, 0, ctx.tokenizer(), 64)), [
+        "'wonderfulness'", "label 'positive'", "not one token", "splits into ['wonderful', '##n', '##ess']",
+        "multi_token: true"]
+
+
+@case("verbalizer-word-that-tokenizes-to-nothing", VerbalizerError)
+def _(ctx):
+    labels = [{"name": "negative", "raw": [0], "words": ["bad"]}, {"name": "positive", "raw": [1], "words": ["  "]}]
+    spec = TaskSpec.model_validate(sentiment(labels=labels))
+    return (lambda: PVP(spec, 0, ctx.tokenizer(), 64)), ["label 'positive'", "tokenizes to nothing"]
+
+
+@case("multi-token-pattern-too-long-for-max-seq-length", ValueError)
+def _(ctx):
+    labels = [{"name": "negative", "raw": [0], "words": ["bad"]},
+              {"name": "positive", "raw": [1], "words": ["wonderfulness"]}]
+    spec = TaskSpec.model_validate(sentiment(labels=labels, multi_token=True,
+                                             patterns=["{a} all in all , it was {mask} , in summary ."]))
+    return (lambda: PVP(spec, 0, ctx.tokenizer(), 12)), [
+        "pattern 0", "tokens without any text", "max_seq_length is 12"]
+
+
+@case("pattern-id-out-of-range", IndexError)
+def _(ctx):
+    spec = TaskSpec.model_validate(SENTIMENT_SPEC)
+    return (lambda: PVP(spec, 5, ctx.tokenizer(), 64)), ["pattern 5 does not exist", "has 2"]
+
+
+@case("run-config-pattern-id-out-of-range", ValueError)
+def _(ctx):
+    config = tiny_run_config(ctx.fixture("topic_data"), ctx.mlm, ctx.tmp / "store", patterns=[0, 3])
+    return config.task_spec, ["patterns [3] do not exist", "'tiny_topics' has 2"]
+
+
+# -- backbone ------------------------------------------------------------------------------------------------------
+@case("backbone-path-does-not-exist", BackboneError)
+def _(ctx):
+    path = ctx.tmp / "models" / "missing"
+    return (lambda: MaskedLM.load(ctx.model(path))), [str(path), "does not exist"]
+
+
+@case("backbone-folder-without-model", BackboneError)
+def _(ctx):
+    (ctx.tmp / "empty-model").mkdir()
+    return (lambda: MaskedLM.load(ctx.model(ctx.tmp / "empty-model"))), [
+        "cannot load masked LM", str(ctx.tmp / "empty-model")]
+
+
+@case("backbone-without-mlm-head", BackboneError)
+def _(ctx):
+    path = ctx.fixture("headless_backbone")
+    return (lambda: MaskedLM.load(ctx.model(path))), [str(path), "no trained MLM head", "cls.predictions",
+                                                      "adapt it first"]
+
+
+@case("backbone-without-mlm-head-validate", ValidationError)
+def _(ctx):
+    path = ctx.fixture("headless_backbone")
+    config = tiny_run_config(ctx.fixture("topic_data"), path, ctx.tmp / "store")
+    return (lambda: validate(config).raise_for_errors()), ["model.backbone", str(path), "no MLM head",
+                                                          "add an `adapt:` section"]
+
+
+@case("cuda-device-unavailable", BackboneError,
+      pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA"))
+def _(ctx):
+    return (lambda: MaskedLM.load(ctx.model(device="cuda"))), ["'cuda'", "CUDA is not available"]
+
+
+# -- numbers in the run config -------------------------------------------------------------------------------------
+def config_action(ctx, **sections) -> Callable[[], Any]:
+    raw = tiny_run_dict(ctx.fixture("topic_data"), ctx.mlm, ctx.tmp / "store", **sections)
+    return lambda: RunConfig.model_validate(raw)
+
+
+@case("negative-train-steps", PydanticError)
+def _(ctx):
+    return config_action(ctx, train={"max_steps": -10}), ["train.max_steps", "greater than or equal to 1"]
+
+
+@case("zero-distill-steps", PydanticError)
+def _(ctx):
+    return config_action(ctx, distill={"max_steps": 0}), ["distill.max_steps", "greater than or equal to 1"]
+
+
+@case("ensemble-temperature-zero", PydanticError)
+def _(ctx):
+    return config_action(ctx, ensemble={"temperature": 0}), ["ensemble.temperature", "greater than 0"]
+
+
+@case("distill-temperature-negative", PydanticError)
+def _(ctx):
+    return config_action(ctx, distill={"temperature": -2.0}), ["distill.temperature", "greater than 0"]
+
+
+@case("lambda-zero", PydanticError)
+def _(ctx):
+    return config_action(ctx, ipet={"labeller_fraction": 0.0}), ["ipet.labeller_fraction", "greater than 0"]
+
+
+@case("lambda-above-one", PydanticError)
+def _(ctx):
+    return config_action(ctx, ipet={"labeller_fraction": 1.01}), ["ipet.labeller_fraction",
+                                                                  "less than or equal to 1"]
+
+
+@case("duplicate-seeds", PydanticError)
+def _(ctx):
+    return config_action(ctx, seeds=[3, 1, 3]), ["seeds must be distinct", "[3, 1, 3]"]
+
+
+@case("unknown-config-key", PydanticError)
+def _(ctx):
+    return config_action(ctx, trian={"max_steps": 3}), ["trian", "Extra inputs are not permitted"]
+
+
+# -- artifacts -----------------------------------------------------------------------------------------------------
+def small_table() -> pa.Table:
+    return pa.table({"example_id": [f"r{i}" for i in range(200)], "a": ["some text"] * 200})
+
+
+@case("truncated-parquet", ArtifactError)
+def _(ctx):
+    path = write_table(small_table(), ctx.tmp / "unlabeled.parquet")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return (lambda: read_table(path)), [str(path), "not a readable Parquet file", "rerun the stage"]
+
+
+@case("artifact-hash-mismatch", ArtifactError)
+def _(ctx):
+    path = write_table(small_table(), ctx.tmp / "logits.parquet")
+    ref = Ref.of(path)
+    write_table(small_table().slice(1), path)
+    return ref.verify, [str(path), "does not match its record", "rerun its stage"]
+
+
+@case("artifact-deleted", ArtifactError)
+def _(ctx):
+    path = write_table(small_table(), ctx.tmp / "labeled.parquet")
+    ref = Ref.of(path)
+    path.unlink()
+    return ref.verify, [str(path), "does not exist"]
+
+
+@case("corrupt-json-artifact", ArtifactError)
+def _(ctx):
+    path = ctx.write("metrics.json", '{"accuracy": 0.5')
+    return (lambda: read_json(path)), [str(path), "cannot read JSON artifact"]
+
+
+@case("model-dir-without-train-record", ArtifactError)
+def _(ctx):
+    from pet_core.scoring import load_pvp_model
+
+    return (lambda: load_pvp_model(TaskSpec.model_validate(SENTIMENT_SPEC), ctx.mlm, ctx.model())), [
+        str(ctx.mlm), "train_record.json", "not a finished PVP model"]
+
+
+@case("nan-logits", ArtifactError)
+def _(ctx):
+    from pet_core.ensemble import merge
+
+    good = write_table(logits_table(["a", "b"], np.zeros((2, 2)), model_id="m0"), ctx.tmp / "m0.parquet")
+    bad = write_table(logits_table(["a", "b"], np.array([[0.0, np.nan], [1.0, 2.0]]), model_id="m1"),
+                      ctx.tmp / "m1.parquet")
+    return (lambda: merge([good, bad], [0.5, 0.5], ["negative", "positive"], EnsembleConfig())), [
+        str(bad), "NaN/inf", "rescore that model"]
+
+
+@case("logits-of-different-examples", ArtifactError)
+def _(ctx):
+    from pet_core.ensemble import merge
+
+    one = write_table(logits_table(["a", "b"], np.zeros((2, 2)), model_id="m0"), ctx.tmp / "m0.parquet")
+    two = write_table(logits_table(["a", "c"], np.zeros((2, 2)), model_id="m1"), ctx.tmp / "m1.parquet")
+    return (lambda: merge([one, two], [0.5, 0.5], ["negative", "positive"], EnsembleConfig())), [
+        str(two), "example ids differ", str(one)]
+
+
+# -- numerics ------------------------------------------------------------------------------------------------------
+def train_action(ctx, backbone: Path, config: TrainConfig) -> Callable[[], Any]:
+    examples = ctx.fixture("sentiment_examples")
+    store = ArtifactStore(ctx.tmp / "store")
+    labeled = Ref.of(write_table(examples.slice(0, 8), ctx.tmp / "t.parquet"))
+
+    def action():
+        try:
+            stages.train(store, TaskSpec.model_validate(SENTIMENT_SPEC), ctx.model(backbone), config, 0, 1, 0,
+                         labeled, None)
+        finally:  # a failed stage commits nothing
+            assert [p for p in (store.root / "train").iterdir()] == []
+
+    return action
+
+
+@case("nan-weights-nan-loss", NumericalError)
+def _(ctx):
+    return train_action(ctx, ctx.fixture("nan_backbone"), FAST_TRAIN), [
+        "train g0-p0-s1 step 0", "loss is nan", "lower the learning rate"]
+
+
+@case("huge-learning-rate-nan-loss", NumericalError)
+def _(ctx):
+    return train_action(ctx, ctx.mlm, FAST_TRAIN.model_copy(update={"learning_rate": 1e30, "max_steps": 6})), [
+        "train g0-p0-s1 step", "loss is", "lower the learning rate"]
+
+
+# -- empty D, too few models ---------------------------------------------------------------------------------------
+@case("empty-d-score-merge-then-distill", ValueError)
+def _(ctx):
+    spec = TaskSpec.model_validate(SENTIMENT_SPEC)
+    model = ctx.model()
+    trained = ctx.fixture("trained_models")
+    store = ArtifactStore(ctx.tmp / "store")
+    empty = Ref.of(write_table(ctx.fixture("sentiment_examples").slice(0, 0), ctx.tmp / "empty.parquet"))
+
+    def action():
+        logits = []
+        for result in trained:
+            scored = stages.score(store, spec, model, ScoreConfig(batch_size=8), Ref.of(result.model_dir), empty)
+            assert read_table(scored.out("logits").path).num_rows == 0 and scored.info["rows"] == 0
+            logits.append(scored.out("logits"))
+        soft = stages.merge(store, spec, EnsembleConfig(), logits, [0.5, 0.5])
+        assert read_table(soft.out("soft_labels").path).num_rows == 0 and soft.info["rows"] == 0
+        stages.distill(store, spec, model, DistillConfig(max_steps=1), empty, soft.out("soft_labels"))
+
+    return action, ["distillation needs at least one training example", "D is empty"]
+
+
+@case("adapt-on-empty-d", ValueError)
+def _(ctx):
+    empty = ctx.fixture("sentiment_examples").slice(0, 0)
+    from pet_core.adapt import adapt_backbone
+
+    return (lambda: adapt_backbone(ctx.model(), AdaptConfig(max_steps=1), empty, ctx.tmp / "adapted")), [
+        "unlabelled text", "D is empty"]
+
+
+@case("ipet-with-one-model", ValueError)
+def _(ctx):
+    from pet_core.ipet import next_generation
+
+    examples = ctx.fixture("sentiment_examples")
+    logits = write_table(logits_table(examples.column("example_id").to_pylist(), np.zeros((40, 2)), model_id="m"),
+                         ctx.tmp / "m.parquet")
+    return (lambda: next_generation(examples.slice(0, 4), examples, [logits], [1.0], 1, IpetConfig(),
+                                    ["negative", "positive"], 0)), [
+        "iPET needs at least 2 models per generation", "got 1"]
+
+
+# -- the matrix ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("make", "exc"), CASES)
+def test_bad_input_fails_with_a_clear_error(make, exc, tmp_path, request):
+    action, fragments = make(Ctx(tmp_path, request))
+    with pytest.raises(exc) as err:
+        action()
+    message = str(err.value)
+    missing = [f for f in fragments if f not in message]
+    assert not missing, f"message lacks {missing}:\n{message}"
+
+
+def test_the_matrix_has_at_least_30_cases():
+    assert len(CASES) >= 30
+
+
+def test_empty_test_file_is_reported_before_training(topic_data, tiny_mlm_dir, tmp_path):
+    empty = tmp_path / "test.csv"
+    empty.write_text("id,title,description,topic\n", encoding="utf-8")
+    config = tiny_run_config(topic_data, Path(tiny_mlm_dir), tmp_path / "store",
+                             data={"test": {"path": str(empty)}})
+    spec = config.task_spec()
+    test = Ref.of(write_table(load_examples(config.data.test, spec), tmp_path / "test.parquet"))
+    logits = write_table(logits_table([], np.zeros((0, 3)), model_id="m"), tmp_path / "m.parquet")
+    metrics = stages.logits_metrics(spec, [Ref.of(logits)], [None], test, EnsembleConfig())
+    assert metrics["ensemble"]["n"] == 0, "an empty test set gives empty metrics, not a crash"
+    errors = validate(config, check_backbone=False).errors
+    assert any("data.test" in e and str(empty) in e for e in errors), errors
+
+
+# -- odd but fine --------------------------------------------------------------------------------------------------
+def test_extra_columns_are_ignored(tmp_path):
+    path = tmp_path / "pool.csv"
+    path.write_text(csv("a good film,1,x,2020", "a bad film,0,y,2021", header="sentence,label,source,year"),
+                    encoding="utf-8")
+    table = load(path)()
+    assert table.column_names == ["example_id", "a", "b", "label"]
+    assert table.column("a").to_pylist() == ["a good film", "a bad film"]
+    assert table.column("label").to_pylist() == ["positive", "negative"]
+
+
+def test_texts_longer_than_max_seq_length_are_a_counted_warning(topic_data, tiny_mlm_dir, tmp_path):
+    config = tiny_run_config(topic_data, Path(tiny_mlm_dir), tmp_path / "store", model={"max_seq_length": 14})
+    report = validate(config)
+    assert report.ok, report.errors
+    warnings = [w for w in report.warnings if "exceed max_seq_length=14" in w]
+    assert len(warnings) == 2 and all("will be truncated" in w for w in warnings)
+    counts = [int(w.split(": ")[1].split(" of ")[0]) for w in warnings]
+    assert all(0 < c <= 21 for c in counts)
+
+
+def test_long_texts_train_and_score_truncated(sentiment_spec, sentiment_examples, tiny_mlm_dir, tmp_path):
+    long = sentiment_examples.slice(0, 8)
+    long = long.set_column(1, "a", pa.array([" ".join([t] * 30) for t in long.column("a").to_pylist()], pa.string()))
+    model = ModelConfig(backbone=str(tiny_mlm_dir), max_seq_length=16, device="cpu", precision="fp32")
+    store = ArtifactStore(tmp_path / "store")
+    t = Ref.of(write_table(long, tmp_path / "t.parquet"))
+    trained = stages.train(store, sentiment_spec, model, FAST_TRAIN, 0, 1, 0, t, None)
+    scored = stages.score(store, sentiment_spec, model, ScoreConfig(), trained.out("model"), t)
+    assert read_table(scored.out("logits").path).num_rows == 8
+
+
+# -- zero-shot |T| = 0: iPET's first generation picks the top k per label ------------------------------------------
+@pytest.fixture(scope="module")
+def zero_shot(topic_data, tiny_mlm_dir, tmp_path_factory):
+    config = tiny_run_config(topic_data, Path(tiny_mlm_dir), tmp_path_factory.mktemp("zero-shot") / "store",
+                             data={"n_labeled": 0}, ipet={"generations": 1, "zero_shot_top_k": 3})
+    with spy_stages() as calls:
+        result = pipeline.run(config)
+    return {"config": config, "result": result, "calls": calls}
+
+
+def test_zero_shot_pipeline_runs(zero_shot):
+    result = zero_shot["result"]
+    assert result.prepared.info["labeled"]["rows"] == 0
+    gen0, gen1 = result.generations
+    assert [t.info["n_labeled"] for t in gen0.trained] == [0, 0]
+    assert all(t.info["pre_train_accuracy"] is None and t.info["steps"] == 0 for t in gen0.trained)
+    assert all(t.info["n_labeled"] > 0 and t.info["steps"] > 0 for t in gen1.trained), "generation 1 trains"
+    summary = result.summary(zero_shot["config"].task_spec(), zero_shot["config"])
+    assert summary["final"]["n"] == 9 and len(summary["generations"]) == 2
+
+
+def test_zero_shot_first_generation_is_top_k_per_label(zero_shot):
+    result = zero_shot["result"]
+    sets = next(r for r in result.records if r.stage == "ipet")
+    d = read_table(result.prepared.out("unlabeled").path)
+    for i, report in enumerate(sets.info["sets"]):
+        assert report["requested"] == {"World": 3, "Sports": 3, "Business": 3}
+        table = read_table(sets.out(f"train_{i}").path)
+        assert table.num_rows == report["rows"] == sum(report["added"].values()) <= 9
+        assert all(count <= 3 for count in report["added"].values())
+        assert set(table.column("example_id").to_pylist()) <= set(d.column("example_id").to_pylist())
+        assert table.column("label").null_count == 0
+        assert result.generations[1].trained[i].info["n_labeled"] == table.num_rows
+
+
+def test_zero_shot_shortfall_is_reported(zero_shot, tmp_path):
+    from pet_core.ipet import next_generation
+
+    result = zero_shot["result"]
+    gen0 = result.generations[0]
+    d = read_table(result.prepared.out("unlabeled").path)
+    sets = next_generation(read_table(result.prepared.out("labeled").path), d,
+                           [r.path for r in gen0.unlabeled_logits], gen0.accuracies, 1,
+                           IpetConfig(zero_shot_top_k=100), ["World", "Sports", "Business"], 0)
+    for built in sets:  # 100 per label requested, |D| = 21 rows: every label falls short
+        report = built.report()
+        for label, wanted in report["requested"].items():
+            assert report["shortfall"].get(label, 0) == wanted - report["added"].get(label, 0)
+
+
+# -- 2 vs 20 labels ------------------------------------------------------------------------------------------------
+def many_labels_spec(tokenizer, n: int) -> TaskSpec:
+    """n labels whose words are distinct whole-word tokens of the tiny vocabulary."""
+    vocab = sorted(t for t in tokenizer.get_vocab() if t.isalpha() and len(t) >= 4)
+    words = [w for w in vocab if tokenizer.tokenize(" " + w) == [w]][:n]
+    assert len(words) == n
+    return TaskSpec.model_validate({
+        "name": f"labels{n}", "fields": {"a": "sentence", "label": "label"},
+        "labels": [{"name": f"L{i:02d}", "raw": [str(i)], "words": [w]} for i, w in enumerate(words)],
+        "patterns": ["{a} It was {mask}.", "Just {mask}! {a}"],
+    })
+
+
+@pytest.mark.parametrize("n_labels", [2, 20])
+def test_two_and_twenty_labels(n_labels, tiny_tokenizer, sentiment_examples, tiny_mlm_dir, tmp_path):
+    spec = many_labels_spec(tiny_tokenizer, n_labels)
+    names = spec.label_names
+    table = sentiment_examples.set_column(3, "label", pa.array([names[i % n_labels] for i in range(40)],
+                                                               pa.string()))
+    model = ModelConfig(backbone=str(tiny_mlm_dir), max_seq_length=64, device="cpu", precision="fp32")
+    store = ArtifactStore(tmp_path / "store")
+    t = Ref.of(write_table(table.slice(0, n_labels), tmp_path / "t.parquet"))  # one example per label
+    d = Ref.of(write_table(table.slice(n_labels).set_column(3, "label", pa.nulls(40 - n_labels, pa.string())),
+                           tmp_path / "d.parquet"))
+    trained = [stages.train(store, spec, model, FAST_TRAIN, p, 1, 0, t, d) for p in (0, 1)]
+    logits = [stages.score(store, spec, model, ScoreConfig(), r.out("model"), d).out("logits") for r in trained]
+    for ref in logits:
+        assert read_table(ref.path).schema.field("logits").type == pa.list_(pa.float32(), n_labels)
+    soft = stages.merge(store, spec, EnsembleConfig(), logits, [r.info["pre_train_accuracy"] for r in trained])
+    probs = read_table(soft.out("soft_labels").path)
+    assert probs.schema.field("soft_labels").type.list_size == n_labels
+    assert set(probs.column("label").to_pylist()) <= set(names)
+    metrics = stages.logits_metrics(spec, logits, [None, None], _labelled(tmp_path, table, d), EnsembleConfig())
+    assert len(metrics["ensemble"]["per_class_f1"]) == n_labels
+
+
+def _labelled(tmp_path: Path, table: pa.Table, d: Ref) -> Ref:
+    """D with its (hidden) gold labels, for logits_metrics."""
+    ids = set(read_table(d.path).column("example_id").to_pylist())
+    mask = pa.array([e in ids for e in table.column("example_id").to_pylist()])
+    return Ref.of(write_table(table.filter(mask), tmp_path / "d_gold.parquet"))

@@ -1,0 +1,215 @@
+"""pet_core.validate: every problem of a run is found before training and named (field, file, row, fix)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from pet_core.run_config import RunConfig
+from pet_core.validate import ValidationError, ValidationReport, validate
+
+from _petcore_support import TOPIC_SPEC
+from reliability._pipeline_support import tiny_run_dict, write_topic_data
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return write_topic_data(tmp_path_factory.mktemp("validate-data"))
+
+
+@pytest.fixture(scope="module")
+def headless(tiny_mlm_dir, tmp_path_factory) -> Path:
+    """The tiny BERT's encoder saved without its MLM head (a sentence-encoder-like checkpoint)."""
+    from transformers import AutoTokenizer, BertForMaskedLM
+
+    out = tmp_path_factory.mktemp("validate-headless") / "encoder"
+    BertForMaskedLM.from_pretrained(tiny_mlm_dir).bert.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(tiny_mlm_dir).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def make(data, tiny_mlm_dir, tmp_path_factory):
+    """make(**sections) -> RunConfig on the topic data and the tiny BERT."""
+    store = tmp_path_factory.mktemp("validate-store") / "store"
+
+    def build(**sections) -> RunConfig:
+        return RunConfig.model_validate(tiny_run_dict(data, Path(tiny_mlm_dir), store, **sections))
+
+    return build
+
+
+def spec_with(**changes) -> dict:
+    spec = yaml.safe_load(yaml.safe_dump(TOPIC_SPEC))
+    spec.update(changes)
+    return spec
+
+
+def one(report: ValidationReport, pattern: str) -> str:
+    """The single error matching ``pattern`` (regex)."""
+    found = [e for e in report.errors if re.search(pattern, e)]
+    assert len(found) == 1, f"expected one error matching {pattern!r}, got {report.errors}"
+    return found[0]
+
+
+# -- the good case ----------------------------------------------------------------------------------------------
+def test_good_config_passes(make, tiny_mlm_dir):
+    report = validate(make())
+    assert report.ok and report.errors == [] and report.warnings == [], report
+    assert report.facts["labeled"] == 6 and report.facts["unlabeled"] == 15
+    assert report.facts["backbone"] == {"name": str(tiny_mlm_dir), "model_type": "bert"}
+    assert report.raise_for_errors() is report
+
+
+def test_raise_for_errors_carries_the_report(make, tmp_path):
+    report = validate(make(model={"backbone": str(tmp_path / "missing")}))
+    with pytest.raises(ValidationError) as err:
+        report.raise_for_errors()
+    assert err.value.report is report and str(tmp_path / "missing") in str(err.value)
+    assert isinstance(err.value, ValueError)
+
+
+# -- task ---------------------------------------------------------------------------------------------------------
+def test_missing_task_file(make, tmp_path):
+    report = validate(make(task=str(tmp_path / "nope.yaml")))
+    assert "nope.yaml" in one(report, r"^task: ") and "does not exist" in report.errors[0]
+
+
+def test_invalid_task_spec_file(make, tmp_path):
+    path = tmp_path / "task.yaml"
+    path.write_text(yaml.safe_dump(spec_with(patterns=["{a} no mask here"])), encoding="utf-8")
+    error = one(validate(make(task=str(path))), r"^task: ")
+    assert "needs exactly one {mask}" in error and "patterns.0" in error
+
+
+def test_pattern_id_out_of_range(make):
+    error = one(validate(make(patterns=[0, 5])), r"^task: ")
+    assert "patterns [5] do not exist" in error
+
+
+# -- data ----------------------------------------------------------------------------------------------------------
+def test_missing_pool_file(make, tmp_path):
+    error = one(validate(make(data={"pool": {"path": str(tmp_path / "gone.csv")}})), r"^data\.pool: ")
+    assert str(tmp_path / "gone.csv") in error and "does not exist" in error
+
+
+def test_bad_row_in_the_test_file(make, data, tmp_path):
+    frame = pd.read_csv(data / "test.csv", dtype=str)
+    frame.loc[2, "topic"] = "weather"
+    frame.to_csv(tmp_path / "test.csv", index=False)
+    error = one(validate(make(data={"test": {"path": str(tmp_path / "test.csv")}})), r"^data\.test: ")
+    assert str(tmp_path / "test.csv") in error and "row 2" in error and "'weather'" in error
+
+
+def test_label_without_examples_in_the_pool(make, data, tmp_path):
+    frame = pd.read_csv(data / "pool.csv", dtype=str)
+    frame[frame.topic != "business"].to_csv(tmp_path / "pool.csv", index=False)
+    error = one(validate(make(data={"pool": {"path": str(tmp_path / "pool.csv")}})), r"have no examples")
+    assert "['Business']" in error and str(tmp_path / "pool.csv") in error
+
+
+def test_more_labeled_than_the_pool(make):
+    error = one(validate(make(data={"n_labeled": 100})), r"^data: ")
+    assert "n_labeled=100" in error and "21 rows" in error
+
+
+def test_more_unlabeled_than_remain(make):
+    error = one(validate(make(data={"n_unlabeled": 50})), r"^data: ")
+    assert "n_unlabeled=50" in error and "15" in error
+
+
+def test_per_label_more_than_a_label_has(make):
+    error = one(validate(make(data={"n_labeled": 8, "per_label": True})), r"^data: ")
+    assert "n_labeled=8 per label" in error
+
+
+def test_holdout_is_taken_into_account(make, tmp_path):
+    from pet_core import stages
+    from pet_core.data import DataError
+    from pet_core.store import ArtifactStore
+
+    config = make(data={"test": None, "holdout": 6, "n_labeled": 6, "n_unlabeled": 12})  # 21 - 6 - 6 = 9 < 12
+    with pytest.raises(DataError, match="n_unlabeled=12"):
+        stages.prepare(ArtifactStore(tmp_path / "store"), config.task_spec(), config.data)
+    assert not validate(config).ok
+
+
+# -- warnings ------------------------------------------------------------------------------------------------------
+def test_empty_d_is_an_error(make):
+    report = validate(make(data={"n_unlabeled": 0}))
+    assert not report.ok and any("D is empty" in e for e in report.errors)
+    assert report.facts["unlabeled"] == 0
+
+
+def test_t_missing_a_label_is_a_warning(make):
+    report = validate(make(data={"n_labeled": 2}))
+    assert report.ok
+    (warning,) = [w for w in report.warnings if "T has no example of" in w]
+    assert "n_labeled=2" in warning and "per_label" in warning
+
+
+def test_long_texts_are_counted_not_errors(make):
+    report = validate(make(model={"max_seq_length": 14}))
+    assert report.ok, report.errors
+    cut = [w for w in report.warnings if "exceed max_seq_length=14" in w]
+    assert len(cut) == 2, report.warnings  # one per pattern
+    for warning in cut:
+        count, total = map(int, re.search(r"(\d+) of (\d+) sampled texts", warning).groups())
+        assert 0 < count <= total == 21
+        assert "truncated" in warning
+
+
+# -- patterns and verbalizers against the tokenizer ----------------------------------------------------------------
+def test_verbalizer_word_that_is_not_one_token(make):
+    spec = spec_with(labels=[{"name": "World", "raw": ["world"], "words": ["wonderfulness"]},
+                             *TOPIC_SPEC["labels"][1:]])
+    report = validate(make(task=spec))
+    errors = [e for e in report.errors if "wonderfulness" in e]
+    assert len(errors) == 2, report.errors  # both patterns
+    assert errors[0].startswith("pattern 0: ") and "not one token" in errors[0]
+    assert "splits into ['wonderful'," in errors[0] and "multi_token: true" in errors[0]
+
+
+def test_pattern_too_long_for_max_seq_length(make):
+    spec = spec_with(multi_token=True, patterns=["{a} {b} all in all , it was just {mask} , in summary ."],
+                     labels=[{"name": "World", "raw": ["world"], "words": ["wonderfulness"]},
+                             *TOPIC_SPEC["labels"][1:]])
+    error = one(validate(make(task=spec, model={"max_seq_length": 12})), r"^pattern 0: ")
+    assert "without any text" in error and "max_seq_length is 12" in error
+
+
+# -- backbone ------------------------------------------------------------------------------------------------------
+def test_backbone_that_does_not_exist(make, tmp_path):
+    error = one(validate(make(model={"backbone": str(tmp_path / "no-model")})), r"^model\.backbone")
+    assert str(tmp_path / "no-model") in error and "does not exist" in error
+
+
+def test_backbone_folder_that_is_not_a_model(make, tmp_path):
+    (tmp_path / "empty-model").mkdir()
+    error = one(validate(make(model={"backbone": str(tmp_path / "empty-model")})), r"^model\.backbone")
+    assert str(tmp_path / "empty-model") in error and "cannot load" in error
+
+
+def test_backbone_without_mlm_head_needs_adapt(make, headless):
+    error = one(validate(make(model={"backbone": str(headless)})), r"no MLM head")
+    assert str(headless) in error and "adapt" in error
+    assert validate(make(model={"backbone": str(headless)}, adapt={"max_steps": 5})).ok
+
+
+def test_check_backbone_false_skips_the_backbone(make, tmp_path):
+    report = validate(make(model={"backbone": str(tmp_path / "no-model")}), check_backbone=False)
+    assert report.ok and "backbone" not in report.facts
+
+
+def test_several_problems_are_all_reported(make, tmp_path):
+    report = validate(make(data={"n_labeled": 100}, model={"backbone": str(tmp_path / "no-model")}))
+    assert len(report.errors) == 2 and not report.ok
+
+
+def test_ipet_with_a_single_model_is_an_error(make):
+    report = validate(make(patterns=[0], seeds=[1], ipet={"generations": 1}))
+    assert any("ipet" in e.lower() and "2 models" in e for e in report.errors), report.errors
