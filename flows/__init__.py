@@ -1,0 +1,1 @@
+"""Prefect flows (PET, iPET, the full pipeline) and the petflow CLI."""

@@ -1,0 +1,188 @@
+"""The petflow command line: run, validate, predict, serve (cron) and a local Prefect server.
+
+Every default lives in the pydantic configs (pet_core.config / pet_core.run_config); options here that
+are left out leave the config's value alone.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+# Before Prefect reads its settings: no telemetry from this process unless the user asked for it, and
+# model loading quiet (Prefect logs carry the progress).
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Semi-supervised PET/iPET text classification as Prefect pipelines.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+console = Console()
+errors = Console(stderr=True)
+
+ConfigArg = Annotated[Path, typer.Argument(help="Run config YAML.", exists=False)]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", help="Override a config value: dotted.key=value (value parsed as YAML), repeatable.")]
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a one-line error and exit non-zero."""
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """``["train.max_steps=10", "seeds=[1,2]"]`` -> {"train.max_steps": 10, "seeds": [1, 2]}."""
+    overrides = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            fail(f"--set expects dotted.key=value, got {pair!r}")
+        overrides[key.strip()] = yaml.safe_load(raw)
+    return overrides
+
+
+def checked_config(path: Path, overrides: dict[str, Any], show: bool):
+    """Load the config and run the pre-training checks; exit with a one-line error when any fails."""
+    from tasks.validate import InvalidRun, check_run, load_config
+
+    try:
+        config = load_config(path, overrides or None)
+    except InvalidRun as err:
+        fail(str(err))
+    checks = check_run(config)
+    if show:
+        table = Table("", "detail", title=f"petflow validate {path}", title_justify="left", show_header=False)
+        for check in checks:
+            kind = "[red]error[/]" if not check.ok else "[yellow]warning[/]" if check.name == "warning" else check.name
+            table.add_row(kind, check.detail)
+        console.print(table)
+    failed = [" ".join(c.detail.split()) for c in checks if not c.ok]
+    if failed:
+        fail("invalid run config: " + "; ".join(failed))
+    return config
+
+
+@app.command()
+def validate(config: ConfigArg, set_: SetOpt = None) -> None:
+    """Check a run config without training: spec, data, T/D draw, backbone and verbalizer tokens."""
+    checked_config(config, parse_overrides(set_), show=True)
+    console.print("[green]valid[/]: ready to run")
+
+
+@app.command()
+def run(config: ConfigArg, set_: SetOpt = None,
+        workers: Annotated[int | None, typer.Option(
+            help="Concurrent model stages (threads); default $PETFLOW_WORKERS or 1. Raise it on GPUs.")] = None,
+        ) -> None:
+    """Run the whole pipeline: validate, prepare, adapt (if configured), PET, iPET (if configured), distill, evaluate."""
+    overrides = parse_overrides(set_)
+    checked_config(config, overrides, show=False)
+    if workers is not None:
+        from flows.pet import WORKERS_ENV
+
+        os.environ[WORKERS_ENV] = str(workers)
+    from flows.pipeline import pipeline
+    from tasks.validate import describe_error
+
+    try:
+        result = pipeline(str(config), overrides or None)
+    except Exception as err:  # noqa: BLE001 - the flow run's log has the traceback
+        fail(f"run failed: {describe_error(err)}", code=1)
+    print_summary(result)
+
+
+def print_summary(result: dict[str, Any]) -> None:
+    """The metrics of a finished run as a rich table."""
+    metrics = result["metrics"]
+    table = Table(title=f"petflow run {metrics['name']} ({metrics['digest']})", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", overflow="fold")
+    data = metrics["data"]
+    table.add_row("|T| / |D|" + (" / |test|" if "test" in data else ""),
+                  " / ".join(str(data[k]["rows"]) for k in ("labeled", "unlabeled", "test") if k in data))
+    for g in metrics["generations"]:
+        ens = g["ensemble_test"]
+        table.add_row(f"generation {g['generation']} ensemble, test accuracy",
+                      f"{ens['accuracy']:.4f}" if ens else "– (no test set)")
+    test = metrics["test"]
+    if test:
+        table.add_row("[bold]final classifier, test accuracy[/]", f"[bold]{test['accuracy']:.4f}[/]")
+        table.add_row("final classifier, test macro-F1", f"{test['macro_f1']:.4f}")
+    else:
+        table.add_row("final classifier", "trained on D; no test set configured")
+    table.add_row("run directory", result["run_dir"])
+    console.print(table)
+
+
+@app.command()
+def predict(model_dir: Annotated[Path, typer.Argument(help="A distilled classifier directory.")],
+            input: Annotated[Path, typer.Argument(help="CSV, TSV, JSONL or Parquet file.")],
+            out: Annotated[Path, typer.Option("--out", help="Predictions Parquet to write.")],
+            task: Annotated[Path | None, typer.Option(
+                "--task", help="Task spec mapping the input's columns; without it the input needs a column "
+                "`a` (or `text`), optionally `b` and `example_id`.")] = None,
+            device: Annotated[str | None, typer.Option(help="Override ModelConfig.device.")] = None,
+            ) -> None:
+    """Predict labels with a distilled classifier; writes example_id, logits, label (Parquet, atomic)."""
+    from tasks.predict import predict_file
+    from tasks.validate import describe_error
+
+    try:
+        summary = predict_file(model_dir, input, out, task, {"device": device} if device else None)
+    except Exception as err:  # noqa: BLE001 - any failure becomes one line
+        fail(describe_error(err), code=1)
+    line = f"wrote {summary['rows']} predictions to {out} ({summary['labels']})"
+    if summary.get("accuracy") is not None:
+        line += f"; accuracy against the input's labels {summary['accuracy']:.4f}"
+    console.print(line, highlight=False)
+
+
+def build_deployment(config: Path, cron: str, overrides: dict[str, Any] | None = None, name: str | None = None,
+                     timezone: str | None = None):
+    """A deployment of the pipeline for ``config`` on a cron schedule (served by ``petflow serve``)."""
+    from prefect.schedules import Cron
+
+    from flows.pipeline import pipeline
+    from tasks.validate import load_config
+
+    run_config = load_config(config, overrides)
+    schedule = Cron(cron, timezone=timezone) if timezone else Cron(cron)
+    return pipeline.to_deployment(name=name or run_config.name, schedule=schedule, tags=["petflow"],
+                                  parameters={"config_path": str(config.resolve()), "overrides": overrides or None})
+
+
+@app.command()
+def serve(config: ConfigArg, cron: Annotated[str, typer.Option(help='Cron schedule, e.g. "0 2 * * *".')],
+          set_: SetOpt = None, name: Annotated[str | None, typer.Option(help="Deployment name (default: the config's name).")] = None,
+          timezone: Annotated[str | None, typer.Option(help="IANA timezone of the cron (default UTC).")] = None,
+          ) -> None:
+    """Serve the pipeline for CONFIG on a cron schedule (long-running; stop with Ctrl-C / SIGTERM)."""
+    from prefect import serve as prefect_serve
+
+    overrides = parse_overrides(set_)
+    checked_config(config, overrides, show=False)
+    prefect_serve(build_deployment(config, cron, overrides, name, timezone))
+
+
+@app.command()
+def server(port: Annotated[int, typer.Option(help="Port of the API and UI.")] = 4200,
+           host: Annotated[str, typer.Option(help="Interface to bind; 127.0.0.1 keeps it local.")] = "127.0.0.1",
+           ) -> None:
+    """Start a Prefect server (UI + API) bound to HOST:PORT; runs keep their history in $PREFECT_HOME."""
+    env = {**os.environ, "PREFECT_SERVER_API_HOST": host, "PREFECT_SERVER_API_PORT": str(port)}
+    console.print(f"Prefect UI on http://{host}:{port}  -  point runs at it with "
+                  f"[bold]export PREFECT_API_URL=http://{host}:{port}/api[/]", highlight=False)
+    os.execvpe(sys.executable, [sys.executable, "-m", "prefect", "server", "start"], env)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,73 @@
+"""The whole run as one flow-run tree: validate → prepare → [adapt] → PET → [iPET] → merge → distill → evaluate.
+
+Every stage is a task over the pet_core store, so rerunning a config (or one sharing stages with it)
+takes finished stages from the store and shows them as ``Cached``. Subflows are plain calls.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from flows.ipet import ipet_flow
+from flows.pet import pet_flow, task_runner
+from tasks.adapt import adapt
+from tasks.distill import distill
+from tasks.evaluate import evaluate
+from tasks.merge import merge
+from tasks.prepare import prepare
+from tasks.report import report_data, write_run
+from tasks.validate import load_config, validate
+
+
+@flow(name="petflow")
+def pipeline(config_path: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run the config at ``config_path`` (``overrides``: dotted keys, e.g. {"train.max_steps": 10}).
+
+    Returns {run_dir, metrics}; the run directory holds manifest.json, metrics.json and report.md.
+    """
+    started = time.time()
+    config = load_config(config_path, overrides)
+    digest = config.digest()
+    validate.submit(config).result()
+    spec = config.task_spec()
+    config = config.model_copy(update={"task": spec, "store": str(Path(config.store).expanduser().resolve())})
+    store = config.store
+    prepared = prepare.submit(store, spec, config.data).result()
+    report_data.submit(config.name, prepared).result()
+    data = prepared["outputs"]
+    stages = [prepared]
+    if config.adapt is not None:
+        adapted = adapt.submit(store, config.model, config.adapt, data["unlabeled"]).result()
+        stages.append(adapted)
+        backbone = adapted["outputs"]["backbone"]["path"]
+        config = config.model_copy(update={"model": config.model.model_copy(update={"backbone": backbone})})
+    generations = [pet_flow.with_options(task_runner=task_runner())(config, data)]
+    if config.ipet is not None:
+        generations += ipet_flow.with_options(task_runner=task_runner())(config, data, generations[0])
+    for generation in generations:
+        stages += generation["stages"]
+    last = generations[-1]["models"]
+    merged = merge.submit(store, spec, config.ensemble, [m["unlabeled_logits"] for m in last],
+                          [m["pre_train_accuracy"] for m in last], generations[-1]["generation"]).result()
+    distilled = distill.submit(store, spec, config.model, config.distill, data["unlabeled"],
+                               merged["outputs"]["soft_labels"], data["labeled"], config.data.seed).result()
+    stages += [merged, distilled]
+    evaluation = None
+    if "test" in data:
+        evaluation = evaluate.submit(store, spec, config.model, distilled["outputs"]["classifier"], data["test"],
+                                     config.distill.eval_batch_size).result()
+        stages.append(evaluation)
+    return write_run.submit(config, digest, stages, prepared, generations, merged, distilled, evaluation,
+                            started).result()
+
+
+if __name__ == "__main__":
+    import sys
+
+    import yaml
+
+    pipeline(sys.argv[1], {k: yaml.safe_load(v) for k, v in (a.split("=", 1) for a in sys.argv[2:])} or None)

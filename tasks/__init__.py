@@ -1,0 +1,1 @@
+"""Prefect tasks: one thin task per pet_core stage, plus validation and reports."""

@@ -1,0 +1,90 @@
+"""The pipeline end to end on the tiny model: PET, cached reruns, partial reruns, iPET with adaptation."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from _flow_support import read_run, run_artifacts, stage_flags, task_run_states
+
+from flows.pipeline import pipeline
+
+PET_STAGES = {"prepare", "train g0-p0-s1", "train g0-p1-s1", "score g0-p0-s1 on D", "score g0-p0-s1 on test",
+              "score g0-p1-s1 on D", "score g0-p1-s1 on test", "merge g0", "distill", "evaluate"}
+
+
+def test_pet_pipeline_writes_run_dir_metrics_and_artifacts(pet_run):
+    _, result, _ = pet_run
+    manifest, metrics = read_run(result)
+    assert set(stage_flags(manifest)) == PET_STAGES
+    assert not any(stage_flags(manifest).values())  # a fresh store: everything built
+    for stage in manifest["stages"]:
+        assert Path(stage["record"]["path"]).is_file()
+    run_dir = Path(result["run_dir"])
+    assert run_dir.name == f"tiny-pet-{metrics['digest']}"
+    assert (run_dir / "report.md").read_text().startswith("# petflow run `tiny-pet`")
+    assert (run_dir / "links" / "classifier" / "config.json").is_file()
+    assert metrics["data"]["labeled"]["rows"] == 6 and metrics["data"]["unlabeled"]["rows"] == 15
+    assert set(metrics["generations"][0]["models"]) == {"g0-p0-s1", "g0-p1-s1"}
+    assert metrics["test"]["n"] == 9 and 0.0 <= metrics["test"]["accuracy"] <= 1.0
+    assert len(metrics["test"]["confusion"]) == 3
+
+    artifacts = run_artifacts(manifest["flow_run_id"])
+    keys = {a.key for a in artifacts if a.key}
+    assert {"tiny-pet-data", "tiny-pet-g0-models", "tiny-pet-summary", "tiny-pet-stages",
+            "tiny-pet-soft-labels", "tiny-pet-predictions", "tiny-pet-labeled-parquet"} <= keys
+    summary = next(a for a in artifacts if a.key == "tiny-pet-summary")
+    assert "Confusion matrix" in summary.data and "accuracy" in summary.data
+    assert sum(1 for a in artifacts if a.type == "progress") >= 4  # training and scoring progress
+    link = next(a for a in artifacts if a.key == "tiny-pet-soft-labels")
+    assert "file://" in link.data
+
+
+def test_rerun_takes_every_stage_from_the_store(pet_run):
+    config, first, first_s = pet_run
+    started = time.perf_counter()
+    second = pipeline(str(config))
+    second_s = time.perf_counter() - started
+    manifest, metrics = read_run(second)
+    assert all(stage_flags(manifest).values()), stage_flags(manifest)
+    assert metrics == read_run(first)[1]
+    states = task_run_states(manifest["flow_run_id"], expect=len(PET_STAGES) + 5)  # + validate, 3 reports, accuracy
+    assert states["train-g0-p0-s1"] == "Cached"
+    assert sum(1 for state in states.values() if state == "Cached") == len(PET_STAGES), states
+    print(f"\ntiny PET pipeline: first run {first_s:.1f} s, cached rerun {second_s:.1f} s")
+    assert second_s < first_s, (second_s, first_s)
+
+
+def test_deleted_model_reruns_only_it_and_its_dependents(pet_run):
+    config, first, _ = pet_run
+    before = read_run(first)[0]
+    record = Path(next(s for s in before["stages"] if s["name"] == "train g0-p0-s1")["record"]["path"])
+    shutil.rmtree(record.parent / "model")
+    manifest, _ = read_run(pipeline(str(config)))
+    rerun = {name for name, cached in stage_flags(manifest).items() if not cached}
+    dependents = {"train g0-p0-s1", "score g0-p0-s1 on D", "score g0-p0-s1 on test", "merge g0", "distill",
+                  "evaluate"}
+    assert "train g0-p0-s1" in rerun
+    assert rerun <= dependents, rerun - dependents
+    keys = {s["name"]: s["key"] for s in manifest["stages"]}
+    assert keys["train g0-p0-s1"] == {s["name"]: s["key"] for s in before["stages"]}["train g0-p0-s1"]
+
+
+def test_ipet_with_adapted_backbone_and_holdout_test(tmp_path, make_config, tiny_data):
+    data = {"pool": str(tiny_data / "pool.csv"), "holdout": 6, "n_labeled": 6, "seed": 1}  # test held out of the pool
+    config = make_config(tmp_path, "tiny-ipet", data=data, ipet={"generations": 1},
+                         adapt={"max_steps": 2, "batch_size": 4, "max_seq_length": 32})
+    result = pipeline(str(config))
+    manifest, metrics = read_run(result)
+    flags = stage_flags(manifest)
+    assert {"adapt", "next generation g1", "train g1-p0-s1", "train g1-p1-s1", "merge g1"} <= set(flags)
+    assert [g["generation"] for g in metrics["generations"]] == [0, 1]
+    assert metrics["data"]["test"]["rows"] == 6 and metrics["data"]["unlabeled"]["rows"] == 9
+    assert metrics["test"]["n"] == 6
+    sets = metrics["generations"][1]["sets"]
+    assert len(sets) == 2 and all(s["rows"] > 6 for s in sets)  # T plus examples labelled by the other model
+    adapted = next(s for s in manifest["stages"] if s["stage"] == "adapt")["outputs"]["backbone"]["path"]
+    assert manifest["config"]["model"]["backbone"] == adapted
+    keys = {a.key for a in run_artifacts(manifest["flow_run_id"]) if a.key}
+    assert {"tiny-ipet-g1-models", "tiny-ipet-g1-sets"} <= keys
