@@ -14,6 +14,9 @@ from typing import Annotated, Any
 # Before Prefect reads its settings: no telemetry from this process unless the user asked for it, and
 # model loading quiet (Prefect logs carry the progress).
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# A fresh ephemeral database takes 10-20 s to migrate on a small or busy machine; Prefect's default
+# startup timeout (20 s) made first runs fail there.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
