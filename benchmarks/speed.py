@@ -85,6 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workdir", default=None, help="Scratch folder (default: a temp dir, removed).")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/speed.json"))
     parser.add_argument("--rss-child", nargs=3, metavar=("MODEL_DIR", "PARQUET", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--read-child", nargs=2, metavar=("PARQUET", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     quick = args.quick
     defaults = {"n_examples": 256 if quick else 1000, "fp32_examples": 128 if quick else 500,
@@ -366,57 +367,121 @@ def bench_optimizer(args: argparse.Namespace, reps: int = 10) -> list[Record]:
     ]
 
 
+def petcore_trainer(args: argparse.Namespace, spec, labeled, unlabeled):
+    """One optimizer step of pet_core.training._fit (grad_accumulation 1), built from the same pet_core functions,
+    so that it can be interleaved step by step with the baseline; train_pvp itself is timed as a cross-check."""
+    from torch import nn
+
+    from pet_core.modeling import MaskedLM, collate
+    from pet_core.optim import (
+        build_optimizer,
+        check_finite,
+        cycle_batches,
+        grad_scaler,
+        mask_tokens,
+        mlm_loss,
+        seed_everything,
+    )
+    from pet_core.pvp import PVP
+    from pet_core.pvp_model import PVPModel
+    from pet_core.training import label_indices
+
+    generator = seed_everything(1)
+    mlm = MaskedLM.load(model_config(args))
+    pvp_model = PVPModel(mlm, PVP(spec, args.pattern, mlm.tokenizer, args.max_seq_length))
+    mlm.model.train()
+    encodings = pvp_model.encode(*texts(labeled))
+    unl_encoded = pvp_model.pvp.encode_texts(*texts(unlabeled), n_masks=1)
+    gold = torch.tensor(label_indices(labeled, spec))
+    lab_batches = cycle_batches(labeled.num_rows, 4, generator)
+    unl_batches = cycle_batches(len(unl_encoded), 4, generator)
+    optimizer, scheduler = build_optimizer(mlm.model, 1e-5, 0.01, 1e-8, 10_000, 0)
+    try:
+        scaler = grad_scaler(mlm.device, mlm.autocast_dtype)
+    except TypeError:  # the older signature grad_scaler(mlm)
+        scaler = grad_scaler(mlm)
+    pad = mlm.tokenizer.pad_token_id or 0
+    alpha = 1e-4
+
+    def step() -> float:
+        idx = next(lab_batches)
+        with mlm.autocast():
+            logits = pvp_model.batch_logits(encodings, idx).float()
+            ce = nn.functional.cross_entropy(logits, gold[idx])
+            unl = collate(unl_encoded, next(unl_batches), pad)
+            ids, labels = mask_tokens(unl.input_ids, unl.attention_mask, mlm.tokenizer, 0.15, generator)
+            unl.input_ids = ids
+            aux = mlm_loss(mlm, unl.to(mlm.device), labels.to(mlm.device))
+            loss = (1 - alpha) * ce + alpha * aux
+        check_finite(loss, "bench")
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(mlm.model.parameters(), 1.0)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    return step
+
+
 def bench_training(args: argparse.Namespace, ctx: dict[str, Any], work: Path) -> list[Record]:
     from pet_core.config import TrainConfig
+    from pet_core.modeling import resolve_precision
     from pet_core.training import train_pvp
 
     spec, labeled, unlabeled = train_tables(args)
+    steppers = {"pet": petcore_trainer(args, spec, labeled, unlabeled),
+                "base": baseline_trainer(args, spec, labeled, unlabeled)}
+    if args.ref_train_steps > 0:
+        steppers["ref"] = baseline_trainer(args, spec, labeled, unlabeled, pad_to=args.max_seq_length)
+    for fn in steppers.values():
+        fn()  # warm-up
+    n = args.train_rounds * args.train_steps
+    n_ref = args.train_rounds * args.ref_train_steps
+    times: dict[str, list[float]] = {k: [] for k in steppers}
+    for i in range(n):
+        order = ["pet", "base"] if i % 2 == 0 else ["base", "pet"]
+        if i < n_ref:
+            order.append("ref")
+        for key in order:
+            times[key].append(timed(steppers[key])[0])
+        if (i + 1) % args.train_steps == 0:
+            log(f"training step {i + 1}/{n}: pet_core {times['pet'][-1]:.2f}s, baseline {times['base'][-1]:.2f}s"
+                + (f", pad-{args.max_seq_length} {times['ref'][-1]:.2f}s" if i < n_ref else ""))
+    del steppers
+    # the real function, as a cross-check of the replica: time between its progress callbacks
+    timer = StepTimer()
     cfg = TrainConfig(max_steps=args.train_steps + 1, batch_size=4, unlabeled_ratio=1, grad_accumulation=1,
                       learning_rate=1e-5)
-    base_step = baseline_trainer(args, spec, labeled, unlabeled)
-    base_step()  # warm-up
-    ref_step = baseline_trainer(args, spec, labeled, unlabeled, pad_to=args.max_seq_length) \
-        if args.ref_train_steps > 0 else None
-    if ref_step is not None:
-        ref_step()
-    pet_s, base_s, ref_s, ratios = [], [], [], []
-    for rnd in range(args.train_rounds):
-        timer = StepTimer()
-        out = work / f"train-{rnd}"
-        train_pvp(spec, args.pattern, rnd + 1, labeled, unlabeled, model_config(args), cfg, out, callbacks=[timer])
-        shutil.rmtree(out, ignore_errors=True)
-        steps = np.diff(timer.stamps)[1:]  # the first step warms up kernels and allocator
-        pet_round = float(np.median(steps))
-        base_round = float(np.median([timed(base_step)[0] for _ in range(args.train_steps)]))
-        pet_s.append(pet_round)
-        base_s.append(base_round)
-        ratios.append(base_round / pet_round)
-        if ref_step is not None:
-            ref_s.append(float(np.median([timed(ref_step)[0] for _ in range(args.ref_train_steps)])))
-        log(f"training round {rnd + 1}/{args.train_rounds}: pet_core {pet_round:.3f}s/step, "
-            f"baseline {base_round:.3f}s/step" + (f", pad-{args.max_seq_length} {ref_s[-1]:.3f}s/step" if ref_s else ""))
-    pet, base = statistics.median(pet_s), statistics.median(base_s)
+    train_pvp(spec, args.pattern, 1, labeled, unlabeled, model_config(args), cfg, work / "train", callbacks=[timer])
+    shutil.rmtree(work / "train", ignore_errors=True)
+    real = float(np.median(np.diff(timer.stamps)[1:]))
+    pet, base = statistics.median(times["pet"]), statistics.median(times["base"])
+    ratio = statistics.median(b / p for b, p in zip(times["base"], times["pet"], strict=True))
     ctx["train_step_s"] = pet
-    from pet_core.modeling import resolve_precision
-
     dtype = resolve_precision(model_config(args).precision, torch.device("cpu"))
     dtype = str(dtype).replace("torch.", "") if dtype else "fp32"
-    common = (f"AG's News, pattern {args.pattern}, labelled batch 4 + unlabelled batch 4 (aux MLM loss), dynamic "
-              f"padding, {dtype} autocast, AdamW + clip; median step of "
-              f"{args.train_rounds}×{args.train_steps} interleaved")
+    common = (f"AG's News |T|=10, pattern {args.pattern}, labelled batch 4 + unlabelled batch 4 (aux MLM loss), "
+              f"dynamic padding, {dtype} autocast, AdamW + clip; median of {n} steps interleaved step by step")
     records = [
-        record("training: pet_core train_pvp", 1 / pet, "steps/s", common + "; head only at mask / 15 % positions"),
-        record("training: baseline full-head loop", 1 / base, "steps/s",
-               "same batches; AutoModelForMaskedLM forward (head at every position), `labels` for the MLM loss"),
-        record("training speed ratio pet_core / baseline", statistics.median(ratios), "x", "per-round ratio, median"),
+        record("training: pet_core step", 1 / pet, "steps/s",
+               common + "; _fit's step from the same pet_core calls: MLM head only at the mask / the 15 % masked "
+               f"positions. train_pvp itself (not interleaved): {1 / real:.3f} steps/s"),
+        record("training: baseline full-head step", 1 / base, "steps/s",
+               "same batches and masks; AutoModelForMaskedLM forward (head at every position), `labels` for the "
+               "MLM loss"),
+        record("training speed ratio pet_core / baseline", ratio, "x", "per-step-pair time ratio, median"),
     ]
-    if ref_s:
-        ref = statistics.median(ref_s)
+    if times.get("ref"):
+        ref = statistics.median(times["ref"])
+        ref_ratio = statistics.median(r / p for r, p in zip(times["ref"], times["pet"], strict=False))
         records += [
-            record(f"training: reference-style loop (pad to {args.max_seq_length}, full head)", 1 / ref, "steps/s",
-                   f"the baseline with every batch padded to max_seq_length; {args.train_rounds}×"
-                   f"{args.ref_train_steps} steps"),
-            record("training speed ratio pet_core / reference-style", ref / pet, "x", "ratio of medians"),
+            record(f"training: reference-style step (pad to {args.max_seq_length}, full head)", 1 / ref, "steps/s",
+                   f"the baseline with every batch padded to max_seq_length; {n_ref} steps"),
+            record("training speed ratio pet_core / reference-style", ref_ratio, "x",
+                   "per-step ratio against the interleaved pet_core step, median"),
         ]
     return records + bench_optimizer(args)
 
@@ -635,9 +700,38 @@ def rss_child(model_dir: str, parquet: str, out: str) -> None:
     print(json.dumps({"rows": summary["rows"], "wall_s": wall, "peak_rss_kb": peak, "rss_before_kb": before}))
 
 
+def read_child(parquet: str, mode: str) -> None:
+    """Runs in a fresh interpreter: only stream the example chunks (no model), print peak RSS as JSON.
+
+    mode "pet_core": pet_core.scoring.iter_chunks as it is; "no_pre_buffer": the same read with
+    ``pq.ParquetFile(path, pre_buffer=False)``."""
+    from pet_core.scoring import iter_chunks
+
+    before = proc_status_kb("VmRSS")
+    if mode == "pet_core":
+        chunks = iter_chunks(parquet, 4096)
+    else:
+        chunks = pq.ParquetFile(parquet, pre_buffer=False).iter_batches(batch_size=4096, columns=["example_id", "a", "b"])
+    rows = 0
+    for chunk in chunks:
+        rows += len(chunk.column("a").to_pylist())
+    print(json.dumps({"rows": rows, "peak_rss_kb": proc_status_kb("VmHWM"), "rss_before_kb": before}))
+
+
+def read_only_rss(path: Path) -> dict[str, dict[str, int]]:
+    out = {}
+    for mode in ("pet_core", "no_pre_buffer"):
+        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--read-child", str(path), mode], cwd=ROOT,
+                              capture_output=True, text=True, check=False)
+        if proc.returncode == 0:
+            out[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
 def bench_rss(args: argparse.Namespace, work: Path) -> list[Record]:
     model_dir, words = tiny_pvp_model(args, work)
-    results = {}
+    results: dict[int, dict[str, Any]] = {}
+    reads: dict[int, dict[str, dict[str, int]]] = {}
     small, large = args.rows
     note = ""
     for rows in (small, large):
@@ -659,6 +753,7 @@ def bench_rss(args: argparse.Namespace, work: Path) -> list[Record]:
         out_rows = pq.ParquetFile(work / f"logits-{rows}.parquet").metadata.num_rows
         assert out_rows == rows, (out_rows, rows)
         log(f"scored {rows} rows in {results[rows]['wall_s']:.1f}s, peak RSS {results[rows]['peak_rss_kb'] / 1024:.0f} MB")
+        reads[rows] = read_only_rss(path)
         path.unlink()
     rs, rl = results[small], results[large]
     threads = args.rss_threads or torch.get_num_threads()
@@ -676,7 +771,19 @@ def bench_rss(args: argparse.Namespace, work: Path) -> list[Record]:
                (rl["peak_rss_kb"] - rl["rss_before_kb"]) / (rs["peak_rss_kb"] - rs["rss_before_kb"]), "x",
                f"{(rs['peak_rss_kb'] - rs['rss_before_kb']) / 1024:.0f} MB vs "
                f"{(rl['peak_rss_kb'] - rl['rss_before_kb']) / 1024:.0f} MB: the scoring's own memory"),
-    ]
+    ] + read_records(reads, small, large)
+
+
+def read_records(reads: dict[int, dict[str, dict[str, int]]], small: int, large: int) -> list[Record]:
+    """Peak RSS growth of reading alone: pet_core's iter_chunks vs the same read with pre_buffer=False."""
+    records = []
+    for mode, label in (("pet_core", "pet_core.scoring.iter_chunks"), ("no_pre_buffer", "ParquetFile(pre_buffer=False)")):
+        if mode in reads.get(small, {}) and mode in reads.get(large, {}):
+            grow = [(reads[n][mode]["peak_rss_kb"] - reads[n][mode]["rss_before_kb"]) / 1024 for n in (small, large)]
+            records.append(record(f"reading only, {label}: peak RSS growth {large:,} rows", grow[1], "MB",
+                                  f"{grow[0]:.0f} MB for {small:,} rows; no model, the same chunks of 4096 rows, "
+                                  "fresh subprocess"))
+    return records
 
 
 # -- 6. FLOPs per stage -------------------------------------------------------------------------------------
@@ -788,6 +895,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.rss_child:
         rss_child(*args.rss_child)
+        return
+    if args.read_child:
+        read_child(*args.read_child)
         return
     if args.threads > 0:
         torch.set_num_threads(args.threads)
