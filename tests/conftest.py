@@ -35,6 +35,9 @@ from pet_core.spec import TaskSpec  # noqa: E402
 from _petcore_support import (  # noqa: E402
     SENTIMENT_SPEC, TOPIC_SPEC, build_tiny_mlm, examples_from_frame, sentiment_frame, topic_frame,
 )
+from _run_support import (  # noqa: E402
+    save_headless_encoder, tiny_model_config, write_sentiment_data, write_topic_data,
+)
 
 # Keep Hypothesis' example database out of the checkout (it would land in ./.hypothesis).
 if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
@@ -66,7 +69,13 @@ def tiny_tokenizer(tiny_mlm_dir):
 @pytest.fixture(scope="session")
 def model_config(tiny_mlm_dir) -> ModelConfig:
     """fp32 on CPU: results are exact and reproducible."""
-    return ModelConfig(backbone=str(tiny_mlm_dir), max_seq_length=64, device="cpu", precision="fp32")
+    return tiny_model_config(tiny_mlm_dir)
+
+
+@pytest.fixture(scope="session")
+def headless_backbone(tiny_mlm_dir, tmp_path_factory) -> Path:
+    """The tiny BERT's encoder saved without an MLM head (a sentence-encoder-like checkpoint)."""
+    return save_headless_encoder(tiny_mlm_dir, tmp_path_factory.mktemp("headless-mlm") / "encoder")
 
 
 @pytest.fixture(scope="session")
@@ -89,6 +98,19 @@ def sentiment_examples(sentiment_spec):
 def topic_examples(topic_spec):
     """Labelled example table of the topic task (30 rows, texts a and b)."""
     return examples_from_frame(topic_frame(), topic_spec, origin="topics.csv")
+
+
+# -- toy data as files (read-only: tests that change a file write a copy under tmp_path) ---------------------
+@pytest.fixture(scope="session")
+def topic_data(tmp_path_factory) -> Path:
+    """task.yaml + pool.csv (21 rows) + test.csv (9 rows) of the 3-topic toy task."""
+    return write_topic_data(tmp_path_factory.mktemp("topic-data"))
+
+
+@pytest.fixture(scope="session")
+def sentiment_data(tmp_path_factory) -> Path:
+    """task.yaml + pool.csv (40 rows) of the 2-label toy sentiment task."""
+    return write_sentiment_data(tmp_path_factory.mktemp("sentiment-data"))
 
 
 # -- real data (optional) ----------------------------------------------------------------------------------

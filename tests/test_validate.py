@@ -9,44 +9,17 @@ import pandas as pd
 import pytest
 import yaml
 
-from pet_core.run_config import RunConfig
 from pet_core.validate import ValidationError, ValidationReport, validate
 
 from _petcore_support import TOPIC_SPEC
-from reliability._pipeline_support import tiny_run_dict, write_topic_data
+from _run_support import spec_with, tiny_run_config
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    return write_topic_data(tmp_path_factory.mktemp("validate-data"))
-
-
-@pytest.fixture(scope="module")
-def headless(tiny_mlm_dir, tmp_path_factory) -> Path:
-    """The tiny BERT's encoder saved without its MLM head (a sentence-encoder-like checkpoint)."""
-    from transformers import AutoTokenizer, BertForMaskedLM
-
-    out = tmp_path_factory.mktemp("validate-headless") / "encoder"
-    BertForMaskedLM.from_pretrained(tiny_mlm_dir).bert.save_pretrained(out, safe_serialization=True)
-    AutoTokenizer.from_pretrained(tiny_mlm_dir).save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def make(data, tiny_mlm_dir, tmp_path_factory):
+def make(topic_data, tiny_mlm_dir, tmp_path_factory):
     """make(**sections) -> RunConfig on the topic data and the tiny BERT."""
     store = tmp_path_factory.mktemp("validate-store") / "store"
-
-    def build(**sections) -> RunConfig:
-        return RunConfig.model_validate(tiny_run_dict(data, Path(tiny_mlm_dir), store, **sections))
-
-    return build
-
-
-def spec_with(**changes) -> dict:
-    spec = yaml.safe_load(yaml.safe_dump(TOPIC_SPEC))
-    spec.update(changes)
-    return spec
+    return lambda **sections: tiny_run_config(topic_data, Path(tiny_mlm_dir), store, **sections)
 
 
 def one(report: ValidationReport, pattern: str) -> str:
@@ -81,7 +54,7 @@ def test_missing_task_file(make, tmp_path):
 
 def test_invalid_task_spec_file(make, tmp_path):
     path = tmp_path / "task.yaml"
-    path.write_text(yaml.safe_dump(spec_with(patterns=["{a} no mask here"])), encoding="utf-8")
+    path.write_text(yaml.safe_dump(spec_with(TOPIC_SPEC, patterns=["{a} no mask here"])), encoding="utf-8")
     error = one(validate(make(task=str(path))), r"^task: ")
     assert "needs exactly one {mask}" in error and "patterns.0" in error
 
@@ -97,16 +70,24 @@ def test_missing_pool_file(make, tmp_path):
     assert str(tmp_path / "gone.csv") in error and "does not exist" in error
 
 
-def test_bad_row_in_the_test_file(make, data, tmp_path):
-    frame = pd.read_csv(data / "test.csv", dtype=str)
+def test_test_set_that_is_the_pool(make, topic_data):
+    """The same file as pool and test (spelled differently) would put T and D into the test set."""
+    relative_twin = topic_data / "." / "pool.csv"
+    error = one(validate(make(data={"test": {"path": str(relative_twin)}})), r"^data\.test is the pool")
+    assert str(relative_twin) in error and "data.holdout" in error
+    assert validate(make()).ok  # the separate test file of the good case passes
+
+
+def test_bad_row_in_the_test_file(make, topic_data, tmp_path):
+    frame = pd.read_csv(topic_data / "test.csv", dtype=str)
     frame.loc[2, "topic"] = "weather"
     frame.to_csv(tmp_path / "test.csv", index=False)
     error = one(validate(make(data={"test": {"path": str(tmp_path / "test.csv")}})), r"^data\.test: ")
     assert str(tmp_path / "test.csv") in error and "row 2" in error and "'weather'" in error
 
 
-def test_label_without_examples_in_the_pool(make, data, tmp_path):
-    frame = pd.read_csv(data / "pool.csv", dtype=str)
+def test_label_without_examples_in_the_pool(make, topic_data, tmp_path):
+    frame = pd.read_csv(topic_data / "pool.csv", dtype=str)
     frame[frame.topic != "business"].to_csv(tmp_path / "pool.csv", index=False)
     error = one(validate(make(data={"pool": {"path": str(tmp_path / "pool.csv")}})), r"have no examples")
     assert "['Business']" in error and str(tmp_path / "pool.csv") in error
@@ -165,8 +146,8 @@ def test_long_texts_are_counted_not_errors(make):
 
 # -- patterns and verbalizers against the tokenizer ----------------------------------------------------------------
 def test_verbalizer_word_that_is_not_one_token(make):
-    spec = spec_with(labels=[{"name": "World", "raw": ["world"], "words": ["wonderfulness"]},
-                             *TOPIC_SPEC["labels"][1:]])
+    spec = spec_with(TOPIC_SPEC, labels=[{"name": "World", "raw": ["world"], "words": ["wonderfulness"]},
+                                         *TOPIC_SPEC["labels"][1:]])
     report = validate(make(task=spec))
     errors = [e for e in report.errors if "wonderfulness" in e]
     assert len(errors) == 2, report.errors  # both patterns
@@ -175,7 +156,8 @@ def test_verbalizer_word_that_is_not_one_token(make):
 
 
 def test_pattern_too_long_for_max_seq_length(make):
-    spec = spec_with(multi_token=True, patterns=["{a} {b} all in all , it was just {mask} , in summary ."],
+    spec = spec_with(TOPIC_SPEC, multi_token=True,
+                     patterns=["{a} {b} all in all , it was just {mask} , in summary ."],
                      labels=[{"name": "World", "raw": ["world"], "words": ["wonderfulness"]},
                              *TOPIC_SPEC["labels"][1:]])
     error = one(validate(make(task=spec, model={"max_seq_length": 12})), r"^pattern 0: ")
@@ -194,10 +176,10 @@ def test_backbone_folder_that_is_not_a_model(make, tmp_path):
     assert str(tmp_path / "empty-model") in error and "cannot load" in error
 
 
-def test_backbone_without_mlm_head_needs_adapt(make, headless):
-    error = one(validate(make(model={"backbone": str(headless)})), r"no MLM head")
-    assert str(headless) in error and "adapt" in error
-    assert validate(make(model={"backbone": str(headless)}, adapt={"max_steps": 5})).ok
+def test_backbone_without_mlm_head_needs_adapt(make, headless_backbone):
+    error = one(validate(make(model={"backbone": str(headless_backbone)})), r"no MLM head")
+    assert str(headless_backbone) in error and "adapt" in error
+    assert validate(make(model={"backbone": str(headless_backbone)}, adapt={"max_steps": 5})).ok
 
 
 def test_check_backbone_false_skips_the_backbone(make, tmp_path):

@@ -1,6 +1,6 @@
-"""Fixtures of the flow tests: one Prefect test harness per session, tiny topic data as CSV files, configs.
+"""Fixtures of the flow tests: one Prefect test harness per session, tiny run configs as YAML files.
 
-The tiny BERT (``tiny_mlm_dir``) and the toy topic task come from tests/conftest.py and _petcore_support.
+The tiny BERT (``tiny_mlm_dir``) and the toy topic data as CSV files (``topic_data``) come from tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from _petcore_support import TOPIC_SPEC, topic_frame
+from _run_support import tiny_run_dict, write_yaml
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
@@ -29,43 +28,22 @@ def prefect_harness(tmp_path_factory):
         yield
 
 
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory) -> Path:
-    """task.yaml (3 topics, 2 patterns), pool.csv (21 rows) and a disjoint test.csv (9 rows)."""
-    root = tmp_path_factory.mktemp("tiny-data")
-    frame = topic_frame()
-    test = frame.groupby("topic").head(3)
-    frame.drop(test.index).to_csv(root / "pool.csv", index=False)
-    test.to_csv(root / "test.csv", index=False)
-    (root / "task.yaml").write_text(yaml.safe_dump(TOPIC_SPEC), encoding="utf-8")
-    return root
+def tiny_config(data_dir: Path, backbone: Path, work: Path, name: str, **sections: Any) -> Path:
+    """Write a run config for the tiny data and model under ``work``; ``sections`` replace top-level keys.
 
-
-def tiny_config(tiny_data: Path, backbone: Path, work: Path, name: str, **sections: Any) -> Path:
-    """Write a run config for the tiny data and model under ``work``; ``sections`` replace top-level keys."""
-    config = {
-        "name": name, "task": str(tiny_data / "task.yaml"),
-        "data": {"pool": str(tiny_data / "pool.csv"), "test": str(tiny_data / "test.csv"), "n_labeled": 6,
-                 "seed": 1},
-        "model": {"backbone": str(backbone), "max_seq_length": 64, "device": "cpu", "precision": "fp32"},
-        "seeds": [1],
-        "train": {"max_steps": 3, "batch_size": 2, "grad_accumulation": 1, "learning_rate": 1e-3,
-                  "score_batch_size": 16},
-        "score": {"batch_size": 16},
-        "distill": {"max_steps": 5, "batch_size": 4, "learning_rate": 1e-3, "eval_batch_size": 16},
-        "store": str(work / "store"), "runs_dir": str(work / "runs"),
-    }
+    The base is _run_support.tiny_run_dict with the string shorthand for data sources and 5 distill steps.
+    """
+    config = tiny_run_dict(data_dir, backbone, work / "store", name=name,
+                           data={"pool": str(data_dir / "pool.csv"), "test": str(data_dir / "test.csv")},
+                           distill={"max_steps": 5})
     config.update(sections)
-    work.mkdir(parents=True, exist_ok=True)
-    path = work / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    return path
+    return write_yaml(config, work / f"{name}.yaml")
 
 
 @pytest.fixture(scope="session")
-def make_config(tiny_data, tiny_mlm_dir):
-    """``make_config(work_dir, name, **sections)`` -> path of a tiny run config."""
-    return lambda work, name, **sections: tiny_config(tiny_data, tiny_mlm_dir, work, name, **sections)
+def make_config(topic_data, tiny_mlm_dir):
+    """``make_config(work_dir, name, **sections)`` -> path of a tiny run config on the topic data."""
+    return lambda work, name, **sections: tiny_config(topic_data, tiny_mlm_dir, work, name, **sections)
 
 
 @pytest.fixture(scope="session")

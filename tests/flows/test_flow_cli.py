@@ -8,6 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from _run_support import drop_mlm_head
 from typer.testing import CliRunner
 
 from flows import cli
@@ -26,8 +27,8 @@ def test_validate_accepts_the_tiny_config(tmp_path, make_config):
     assert "valid" in result.stdout and "FAIL" not in result.stdout
 
 
-def test_validate_names_a_pattern_without_mask(tmp_path, make_config, tiny_data):
-    spec = yaml.safe_load((tiny_data / "task.yaml").read_text())
+def test_validate_names_a_pattern_without_mask(tmp_path, make_config, topic_data):
+    spec = yaml.safe_load((topic_data / "task.yaml").read_text())
     spec["patterns"][1] = "{a} {b}"
     (tmp_path / "broken.yaml").write_text(yaml.safe_dump(spec))
     config = make_config(tmp_path, "tiny-broken", task=str(tmp_path / "broken.yaml"))
@@ -38,23 +39,15 @@ def test_validate_names_a_pattern_without_mask(tmp_path, make_config, tiny_data)
         assert "patterns.1.template" in text and "needs exactly one {mask}" in text, text
 
 
-def test_validate_rejects_a_test_set_equal_to_the_pool(tmp_path, make_config, tiny_data):
-    pool = str(tiny_data / "pool.csv")
+def test_validate_rejects_a_test_set_equal_to_the_pool(tmp_path, make_config, topic_data):
+    pool = str(topic_data / "pool.csv")
     config = make_config(tmp_path, "tiny-leak", data={"pool": pool, "test": pool, "n_labeled": 6})
     result = runner.invoke(app, ["validate", str(config)])
     assert result.exit_code != 0 and "is the pool itself" in output(result)
 
 
 def test_validate_requires_an_mlm_head_or_adapt(tmp_path, make_config, tiny_mlm_dir):
-    from safetensors.torch import load_file, save_file
-
-    headless = tmp_path / "headless"
-    headless.mkdir()
-    for file in tiny_mlm_dir.iterdir():
-        if file.suffix != ".safetensors":
-            (headless / file.name).write_bytes(file.read_bytes())
-    weights = load_file(tiny_mlm_dir / "model.safetensors")
-    save_file({k: v for k, v in weights.items() if not k.startswith("cls.")}, headless / "model.safetensors")
+    headless = drop_mlm_head(tiny_mlm_dir, tmp_path / "headless")
     model = {"backbone": str(headless), "max_seq_length": 64, "device": "cpu"}
     result = runner.invoke(app, ["validate", str(make_config(tmp_path, "tiny-headless", model=model))])
     assert result.exit_code != 0 and "MLM head" in output(result)
@@ -62,11 +55,11 @@ def test_validate_requires_an_mlm_head_or_adapt(tmp_path, make_config, tiny_mlm_
     assert runner.invoke(app, ["validate", str(adapted)]).exit_code == 0
 
 
-def test_predict_writes_parquet(tmp_path, pet_run, tiny_data):
+def test_predict_writes_parquet(tmp_path, pet_run, topic_data):
     classifier = Path(pet_run[1]["run_dir"]) / "links" / "classifier"
     out = tmp_path / "preds.parquet"
-    result = runner.invoke(app, ["predict", str(classifier), str(tiny_data / "test.csv"), "--out", str(out),
-                                 "--task", str(tiny_data / "task.yaml")])
+    result = runner.invoke(app, ["predict", str(classifier), str(topic_data / "test.csv"), "--out", str(out),
+                                 "--task", str(topic_data / "task.yaml")])
     assert result.exit_code == 0, output(result)
     table = pq.read_table(out)
     assert table.num_rows == 9 and table.column_names == ["example_id", "logits", "label"]

@@ -71,8 +71,8 @@ def test_deleted_model_reruns_only_it_and_its_dependents(pet_run):
     assert keys["train g0-p0-s1"] == {s["name"]: s["key"] for s in before["stages"]}["train g0-p0-s1"]
 
 
-def test_ipet_with_adapted_backbone_and_holdout_test(tmp_path, make_config, tiny_data):
-    data = {"pool": str(tiny_data / "pool.csv"), "holdout": 6, "n_labeled": 6, "seed": 1}  # test held out of the pool
+def test_ipet_with_adapted_backbone_and_holdout_test(tmp_path, make_config, topic_data):
+    data = {"pool": str(topic_data / "pool.csv"), "holdout": 6, "n_labeled": 6, "seed": 1}  # test held out of the pool
     config = make_config(tmp_path, "tiny-ipet", data=data, ipet={"generations": 1},
                          adapt={"max_steps": 2, "batch_size": 4, "max_seq_length": 32})
     result = pipeline(str(config))

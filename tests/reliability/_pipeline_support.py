@@ -1,7 +1,7 @@
-"""Helpers shared by the stage/pipeline/reliability tests: tiny data files, tiny run configs, a stage spy.
+"""Helpers shared by the stage/pipeline/reliability tests: a stage spy, store inspection, child processes.
 
 Imported as ``reliability._pipeline_support`` (``tests/`` is on sys.path, see tests/conftest.py).
-Plain functions only; the fixtures live in the test modules and in tests/reliability/conftest.py.
+Plain functions only. Tiny data files and run configs are in tests/_run_support.py.
 """
 
 from __future__ import annotations
@@ -16,70 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from _petcore_support import SENTIMENT_SPEC, TOPIC_SPEC, sentiment_frame, topic_frame
-
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = ROOT / "tests"
 CHILD = Path(__file__).with_name("_children.py")
-
-
-# -- data on disk -------------------------------------------------------------------------------------------
-def write_topic_data(root: Path) -> Path:
-    """task.yaml (3 topics, 2 patterns), pool.csv (21 rows) and a disjoint test.csv (9 rows) under ``root``."""
-    root.mkdir(parents=True, exist_ok=True)
-    frame = topic_frame()
-    test = frame.groupby("topic").head(3)
-    frame.drop(test.index).to_csv(root / "pool.csv", index=False)
-    test.to_csv(root / "test.csv", index=False)
-    (root / "task.yaml").write_text(yaml.safe_dump(TOPIC_SPEC), encoding="utf-8")
-    return root
-
-
-def write_sentiment_data(root: Path) -> Path:
-    """task.yaml (2 labels, 2 patterns) and pool.csv (40 rows) under ``root``."""
-    root.mkdir(parents=True, exist_ok=True)
-    sentiment_frame().to_csv(root / "pool.csv", index=False)
-    (root / "task.yaml").write_text(yaml.safe_dump(SENTIMENT_SPEC), encoding="utf-8")
-    return root
-
-
-def tiny_run_dict(data_dir: Path, backbone: Path, store: Path, **sections: Any) -> dict[str, Any]:
-    """A run config (as a dict) for the topic data and the tiny BERT: 2 patterns x 1 seed, a few steps."""
-    config: dict[str, Any] = {
-        "name": "tiny",
-        "task": str(data_dir / "task.yaml"),
-        "data": {"pool": {"path": str(data_dir / "pool.csv")}, "test": {"path": str(data_dir / "test.csv")},
-                 "n_labeled": 6, "seed": 1},
-        "model": {"backbone": str(backbone), "max_seq_length": 64, "device": "cpu", "precision": "fp32"},
-        "seeds": [1],
-        "train": {"max_steps": 3, "batch_size": 2, "grad_accumulation": 1, "learning_rate": 1e-3,
-                  "score_batch_size": 16},
-        "score": {"batch_size": 16},
-        "distill": {"max_steps": 4, "batch_size": 4, "learning_rate": 1e-3, "eval_batch_size": 16},
-        "store": str(store),
-        "runs_dir": str(store.parent / "runs"),
-    }
-    for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(config.get(key), dict):
-            config[key] = {**config[key], **value}
-        else:
-            config[key] = value
-    return config
-
-
-def tiny_run_config(data_dir: Path, backbone: Path, store: Path, **sections: Any):
-    """``tiny_run_dict`` validated into a RunConfig."""
-    from pet_core.run_config import RunConfig
-
-    return RunConfig.model_validate(tiny_run_dict(data_dir, backbone, store, **sections))
-
-
-def write_yaml(config: dict[str, Any], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    return path
 
 
 # -- watching the store -------------------------------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""Fixtures of the reliability tests: data folders, broken backbones, a store per test."""
+"""Fixtures of the reliability tests: broken backbones.
+
+The toy data folders (``topic_data``, ``sentiment_data``) and ``headless_backbone`` are in tests/conftest.py.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +9,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from reliability._pipeline_support import write_sentiment_data, write_topic_data
-
-
-@pytest.fixture(scope="session")
-def topic_data(tmp_path_factory) -> Path:
-    """task.yaml + pool.csv (21 rows) + test.csv (9 rows) of the 3-topic toy task."""
-    return write_topic_data(tmp_path_factory.mktemp("rel-topic"))
-
-
-@pytest.fixture(scope="session")
-def sentiment_data(tmp_path_factory) -> Path:
-    """task.yaml + pool.csv (40 rows) of the 2-label toy sentiment task."""
-    return write_sentiment_data(tmp_path_factory.mktemp("rel-sentiment"))
 
 
 @pytest.fixture(scope="session")
@@ -32,15 +21,4 @@ def nan_backbone(tiny_mlm_dir, tmp_path_factory) -> Path:
     weights = load_file(str(out / "model.safetensors"))
     save_file({k: (v.clone().fill_(float("nan")) if v.is_floating_point() else v) for k, v in weights.items()},
               str(out / "model.safetensors"), metadata={"format": "pt"})
-    return out
-
-
-@pytest.fixture(scope="session")
-def headless_backbone(tiny_mlm_dir, tmp_path_factory) -> Path:
-    """The tiny BERT's encoder saved without an MLM head."""
-    from transformers import AutoTokenizer, BertForMaskedLM
-
-    out = tmp_path_factory.mktemp("headless-mlm") / "encoder"
-    BertForMaskedLM.from_pretrained(tiny_mlm_dir).bert.save_pretrained(out, safe_serialization=True)
-    AutoTokenizer.from_pretrained(tiny_mlm_dir).save_pretrained(out)
     return out

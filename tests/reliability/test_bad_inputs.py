@@ -36,7 +36,8 @@ from pet_core.store import ArtifactStore, Ref
 from pet_core.validate import ValidationError, validate
 
 from _petcore_support import SENTIMENT_SPEC, TOPIC_SPEC, sentiment_frame
-from reliability._pipeline_support import spy_stages, tiny_run_config, tiny_run_dict
+from _run_support import spec_with, tiny_model_config, tiny_run_config, tiny_run_dict
+from reliability._pipeline_support import spy_stages
 
 FAST_TRAIN = TrainConfig(max_steps=2, batch_size=4, grad_accumulation=1, learning_rate=1e-3, score_batch_size=16)
 
@@ -56,8 +57,7 @@ class Ctx:
         return Path(self.fixture("tiny_mlm_dir"))
 
     def model(self, backbone: Path | None = None, **kw) -> ModelConfig:
-        return ModelConfig(backbone=str(backbone or self.mlm), max_seq_length=kw.pop("max_seq_length", 64),
-                           device=kw.pop("device", "cpu"), precision="fp32", **kw)
+        return tiny_model_config(backbone or self.mlm, **kw)
 
     def write(self, name: str, content: str | bytes) -> Path:
         path = self.tmp / name
@@ -73,9 +73,7 @@ class Ctx:
 
 
 def sentiment(**changes) -> dict:
-    spec = json.loads(json.dumps(SENTIMENT_SPEC))
-    spec.update(changes)
-    return spec
+    return spec_with(SENTIMENT_SPEC, **changes)
 
 
 def load(path: Path, spec: dict | None = None, **source) -> Callable[[], Any]:
@@ -101,100 +99,70 @@ def case(name: str, exc: type[BaseException], *marks: Any) -> Callable:
     return register
 
 
+def cases(exc: type[BaseException] | None, build: Callable, table: list[tuple]) -> None:
+    """Register one matrix case per row ``(id, *args)`` of ``table`` (``(id, exc, *args)`` if ``exc`` is None).
+
+    The case is ``ctx -> build(ctx, *args)``, which returns ``(action, fragments)`` like a ``@case`` function.
+    """
+    for name, *args in table:
+        row_exc = args.pop(0) if exc is None else exc
+        case(name, row_exc)(lambda ctx, args=tuple(args): build(ctx, *args))
+
+
 # -- data files ---------------------------------------------------------------------------------------------------
-@case("missing-column", DataError)
-def _(ctx):
-    path = ctx.write("pool.csv", csv("good,1", header="text,label"))
-    return load(path), [str(path), "missing column(s) ['sentence']", "found ['text', 'label']", "fields.a"]
+def jsonl(*records: dict) -> str:
+    return "".join(json.dumps(x) + "\n" for x in records)
 
 
-@case("empty-text", DataError)
-def _(ctx):
+def good_rows_but(index: int, row: str) -> str:
+    """GOOD_ROWS as a sentence,label CSV with row ``index`` replaced by ``row``."""
     rows = list(GOOD_ROWS)
-    rows[3] = ",0"
-    path = ctx.write("pool.csv", csv(*rows))
-    return load(path), [str(path), "row 3", "field 'a' (sentence)", "empty or whitespace", "drop or fill"]
+    rows[index] = row
+    return csv(*rows)
 
 
-@case("whitespace-only-text", DataError)
-def _(ctx):
-    rows = list(GOOD_ROWS)
-    rows[1] = '"  \t ",0'
-    path = ctx.write("pool.csv", csv(*rows))
-    return load(path), [str(path), "row 1", "field 'a'", "whitespace"]
+# (case id, file name, content, task spec or None for SENTIMENT_SPEC, fragments after the file path)
+FILE_CASES = [
+    ("missing-column", "pool.csv", csv("good,1", header="text,label"), None,
+     ["missing column(s) ['sentence']", "found ['text', 'label']", "fields.a"]),
+    ("empty-text", "pool.csv", good_rows_but(3, ",0"), None,
+     ["row 3", "field 'a' (sentence)", "empty or whitespace", "drop or fill"]),
+    ("whitespace-only-text", "pool.csv", good_rows_but(1, '"  \t ",0'), None,
+     ["row 1", "field 'a'", "whitespace"]),
+    ("whitespace-only-text-jsonl", "pool.jsonl",
+     jsonl({"sentence": "fine", "label": 1}, {"sentence": "ok", "label": 0}, {"sentence": "   ", "label": 1}), None,
+     ["row 2", "field 'a'"]),
+    ("nan-label-csv", "pool.csv", good_rows_but(2, "great acting,"), None,
+     ["row 2", "label column 'label' is empty"]),
+    ("none-label-jsonl", "pool.jsonl",
+     jsonl({"sentence": "a good film", "label": 1}, {"sentence": "a bad film", "label": None}), None,
+     ["row 1", "label column 'label' is empty"]),
+    ("label-not-in-spec", "pool.csv", good_rows_but(4, "good fun,7"), None,
+     ["row 4", "label '7' is not in the task spec", "known raw values: ['0', '1']"]),
+    ("duplicate-example-ids", "topics.csv",
+     csv("x1,Peace talks,Leaders met.,world", "x2,Cup final,Team won.,sports", "x1,Shares rise,Profit up.,business",
+         header="id,title,description,topic"), TOPIC_SPEC,
+     ["duplicate example id 'x1'", "column 'id'", "must be unique"]),
+    ("unknown-file-format", "pool.xlsx", b"PK\x03\x04 not really a spreadsheet", None,
+     ["unknown file format '.xlsx'", ".csv"]),
+    ("non-utf8-bytes", "pool.csv", "sentence,label\na caf\xe9 film,1\n".encode("latin-1"), None,
+     ["not UTF-8", "re-encode the file as UTF-8"]),
+    ("malformed-csv-unterminated-quote", "pool.csv", 'sentence,label\n"a good film,1\nbad,0\n', None,
+     ["cannot parse as csv", "EOF inside string"]),
+    ("malformed-csv-too-many-fields", "pool.csv", csv("a good film,1", "bad,0,3,4"), None,
+     ["cannot parse as csv", "line 3"]),
+    ("malformed-jsonl", "pool.jsonl", '{"sentence": "good", "label": 1}\n{"sentence": \n', None,
+     ["cannot parse as jsonl"]),
+    ("empty-file", "pool.csv", "", None, ["cannot parse as csv"]),
+]
 
 
-@case("whitespace-only-text-jsonl", DataError)
-def _(ctx):
-    lines = [{"sentence": "fine", "label": 1}, {"sentence": "ok", "label": 0}, {"sentence": "   ", "label": 1}]
-    path = ctx.write("pool.jsonl", "".join(json.dumps(x) + "\n" for x in lines))
-    return load(path), [str(path), "row 2", "field 'a'"]
+def file_case(ctx, name: str, content: str | bytes, spec: dict | None, fragments: list[str]):
+    path = ctx.write(name, content)
+    return load(path, spec), [str(path), *fragments]
 
 
-@case("nan-label-csv", DataError)
-def _(ctx):
-    rows = list(GOOD_ROWS)
-    rows[2] = "great acting,"
-    path = ctx.write("pool.csv", csv(*rows))
-    return load(path), [str(path), "row 2", "label column 'label' is empty"]
-
-
-@case("none-label-jsonl", DataError)
-def _(ctx):
-    lines = [{"sentence": "a good film", "label": 1}, {"sentence": "a bad film", "label": None}]
-    path = ctx.write("pool.jsonl", "".join(json.dumps(x) + "\n" for x in lines))
-    return load(path), [str(path), "row 1", "label column 'label' is empty"]
-
-
-@case("label-not-in-spec", DataError)
-def _(ctx):
-    rows = list(GOOD_ROWS)
-    rows[4] = "good fun,7"
-    path = ctx.write("pool.csv", csv(*rows))
-    return load(path), [str(path), "row 4", "label '7' is not in the task spec", "known raw values: ['0', '1']"]
-
-
-@case("duplicate-example-ids", DataError)
-def _(ctx):
-    path = ctx.write("topics.csv", csv("x1,Peace talks,Leaders met.,world", "x2,Cup final,Team won.,sports",
-                                       "x1,Shares rise,Profit up.,business", header="id,title,description,topic"))
-    return load(path, TOPIC_SPEC), [str(path), "duplicate example id 'x1'", "column 'id'", "must be unique"]
-
-
-@case("unknown-file-format", DataError)
-def _(ctx):
-    path = ctx.write("pool.xlsx", b"PK\x03\x04 not really a spreadsheet")
-    return load(path), [str(path), "unknown file format '.xlsx'", ".csv"]
-
-
-@case("non-utf8-bytes", DataError)
-def _(ctx):
-    path = ctx.write("pool.csv", "sentence,label\na caf\xe9 film,1\n".encode("latin-1"))
-    return load(path), [str(path), "not UTF-8", "re-encode the file as UTF-8"]
-
-
-@case("malformed-csv-unterminated-quote", DataError)
-def _(ctx):
-    path = ctx.write("pool.csv", 'sentence,label\n"a good film,1\nbad,0\n')
-    return load(path), [str(path), "cannot parse as csv", "EOF inside string"]
-
-
-@case("malformed-csv-too-many-fields", DataError)
-def _(ctx):
-    path = ctx.write("pool.csv", csv("a good film,1", "bad,0,3,4"))
-    return load(path), [str(path), "cannot parse as csv", "line 3"]
-
-
-@case("malformed-jsonl", DataError)
-def _(ctx):
-    path = ctx.write("pool.jsonl", '{"sentence": "good", "label": 1}\n{"sentence": \n')
-    return load(path), [str(path), "cannot parse as jsonl"]
-
-
-@case("empty-file", DataError)
-def _(ctx):
-    path = ctx.write("pool.csv", "")
-    return load(path), [str(path), "cannot parse as csv"]
+cases(DataError, file_case, FILE_CASES)
 
 
 @case("missing-data-file", DataError)
@@ -217,19 +185,13 @@ def prepare_action(ctx, **data) -> Callable[[], Any]:
     return lambda: stages.prepare(ArtifactStore(ctx.tmp / "store"), config.task_spec(), config.data)
 
 
-@case("n-labeled-larger-than-pool", DataError)
-def _(ctx):
-    return prepare_action(ctx, n_labeled=50), ["n_labeled=50", "larger than the pool (40 rows)"]
-
-
-@case("n-unlabeled-larger-than-rest", DataError)
-def _(ctx):
-    return prepare_action(ctx, n_labeled=8, n_unlabeled=100), ["n_unlabeled=100", "only 32 pool rows remain after T"]
-
-
-@case("per-label-more-than-available", DataError)
-def _(ctx):
-    return prepare_action(ctx, n_labeled=25, per_label=True), ["n_labeled=25 per label", "'negative': 20"]
+cases(DataError, lambda ctx, data, fragments: (prepare_action(ctx, **data), fragments), [
+    ("n-labeled-larger-than-pool", {"n_labeled": 50}, ["n_labeled=50", "larger than the pool (40 rows)"]),
+    ("n-unlabeled-larger-than-rest", {"n_labeled": 8, "n_unlabeled": 100},
+     ["n_unlabeled=100", "only 32 pool rows remain after T"]),
+    ("per-label-more-than-available", {"n_labeled": 25, "per_label": True},
+     ["n_labeled=25 per label", "'negative': 20"]),
+])
 
 
 @case("label-with-zero-examples-in-pool", ValidationError)
@@ -256,79 +218,44 @@ def _(ctx):
 
 
 # -- task spec: patterns and verbalizers ---------------------------------------------------------------------------
-def spec_action(**changes) -> Callable[[], Any]:
-    return lambda: TaskSpec.model_validate(sentiment(**changes))
+def labels(negative: list[str], positive: list[str], negative_raw: list[Any] | None = None) -> list[dict]:
+    """The two sentiment labels with the given verbalizer words."""
+    return [{"name": "negative", "raw": negative_raw or [0], "words": negative},
+            {"name": "positive", "raw": [1], "words": positive}]
 
 
-@case("pattern-without-mask", PydanticError)
-def _(ctx):
-    return spec_action(patterns=["{a} It was {mask}.", "{a} It was great."]), [
-        "patterns.1.template", "needs exactly one {mask}, found 0"]
+# (case id, changes to SENTIMENT_SPEC, fragments)
+SPEC_CASES = [
+    ("pattern-without-mask", {"patterns": ["{a} It was {mask}.", "{a} It was great."]},
+     ["patterns.1.template", "needs exactly one {mask}, found 0"]),
+    ("pattern-with-two-masks", {"patterns": ["{a} It was {mask} and {mask}."]}, ["patterns.0.template", "found 2"]),
+    ("pattern-unknown-placeholder", {"patterns": ["{a} It was {mask}. {c}"]},
+     ["patterns.0.template", "unknown placeholder(s) ['c']", "use {a}, {b} and {mask}"]),
+    ("pattern-without-text", {"patterns": ["It was {mask}."]}, ["patterns.0.template", "uses no text"]),
+    ("b-without-fields-b", {"patterns": ["{a} {b} It was {mask}."]}, ["pattern 0 uses {b} but fields.b is empty"]),
+    ("duplicate-verbalizer-words", {"labels": labels(["bad", "good"], ["good", "great"])},
+     ["pattern 0", "verbalizer word 'good' is used by 'negative' and 'positive'"]),
+    ("verbalizer-labels-mismatch",
+     {"patterns": ["{a} It was {mask}.", {"template": "Just {mask}! {a}",
+                                          "verbalizer": {"negative": ["bad"], "neutral": ["fine"]}}]},
+     ["pattern 1", "verbalizer labels ['negative', 'neutral'] differ from task labels ['negative', 'positive']"]),
+    ("single-label-spec", {"labels": [{"name": "positive", "raw": [1], "words": ["good"]}]},
+     ["labels", "at least 2 items"]),
+    ("duplicate-label-names", {"labels": [{"name": "positive", "raw": [0], "words": ["bad"]},
+                                          {"name": "positive", "raw": [1], "words": ["good"]}]},
+     ["duplicate label names ['positive']"]),
+    ("raw-value-of-two-labels", {"labels": labels(["bad"], ["good"], negative_raw=[0, 1])},
+     ["raw value '1' maps to both 'negative' and 'positive'"]),
+    ("label-without-words", {"labels": labels([], ["good"])}, ["labels.0.words", "at least 1 item"]),
+    ("unknown-spec-key", {"verbalizers": {"negative": ["bad"]}}, ["verbalizers", "Extra inputs are not permitted"]),
+]
 
 
-@case("pattern-with-two-masks", PydanticError)
-def _(ctx):
-    return spec_action(patterns=["{a} It was {mask} and {mask}."]), ["patterns.0.template", "found 2"]
+def spec_case(ctx, changes: dict, fragments: list[str]):
+    return (lambda: TaskSpec.model_validate(sentiment(**changes))), fragments
 
 
-@case("pattern-unknown-placeholder", PydanticError)
-def _(ctx):
-    return spec_action(patterns=["{a} It was {mask}. {c}"]), [
-        "patterns.0.template", "unknown placeholder(s) ['c']", "use {a}, {b} and {mask}"]
-
-
-@case("pattern-without-text", PydanticError)
-def _(ctx):
-    return spec_action(patterns=["It was {mask}."]), ["patterns.0.template", "uses no text"]
-
-
-@case("b-without-fields-b", PydanticError)
-def _(ctx):
-    return spec_action(patterns=["{a} {b} It was {mask}."]), ["pattern 0 uses {b} but fields.b is empty"]
-
-
-@case("duplicate-verbalizer-words", PydanticError)
-def _(ctx):
-    labels = [{"name": "negative", "raw": [0], "words": ["bad", "good"]},
-              {"name": "positive", "raw": [1], "words": ["good", "great"]}]
-    return spec_action(labels=labels), ["pattern 0", "verbalizer word 'good' is used by 'negative' and 'positive'"]
-
-
-@case("verbalizer-labels-mismatch", PydanticError)
-def _(ctx):
-    patterns = ["{a} It was {mask}.", {"template": "Just {mask}! {a}", "verbalizer": {"negative": ["bad"],
-                                                                                       "neutral": ["fine"]}}]
-    return spec_action(patterns=patterns), [
-        "pattern 1", "verbalizer labels ['negative', 'neutral'] differ from task labels ['negative', 'positive']"]
-
-
-@case("single-label-spec", PydanticError)
-def _(ctx):
-    return spec_action(labels=[{"name": "positive", "raw": [1], "words": ["good"]}]), ["labels", "at least 2 items"]
-
-
-@case("duplicate-label-names", PydanticError)
-def _(ctx):
-    labels = [{"name": "positive", "raw": [0], "words": ["bad"]}, {"name": "positive", "raw": [1], "words": ["good"]}]
-    return spec_action(labels=labels), ["duplicate label names ['positive']"]
-
-
-@case("raw-value-of-two-labels", PydanticError)
-def _(ctx):
-    labels = [{"name": "negative", "raw": [0, 1], "words": ["bad"]},
-              {"name": "positive", "raw": [1], "words": ["good"]}]
-    return spec_action(labels=labels), ["raw value '1' maps to both 'negative' and 'positive'"]
-
-
-@case("label-without-words", PydanticError)
-def _(ctx):
-    labels = [{"name": "negative", "raw": [0], "words": []}, {"name": "positive", "raw": [1], "words": ["good"]}]
-    return spec_action(labels=labels), ["labels.0.words", "at least 1 item"]
-
-
-@case("unknown-spec-key", PydanticError)
-def _(ctx):
-    return spec_action(verbalizers={"negative": ["bad"]}), ["verbalizers", "Extra inputs are not permitted"]
+cases(PydanticError, spec_case, SPEC_CASES)
 
 
 @case("spec-file-error-names-the-file", ValueError)
@@ -337,37 +264,24 @@ def _(ctx):
     return (lambda: TaskSpec.from_yaml(path)), [str(path), "needs exactly one {mask}"]
 
 
-@case("verbalizer-word-not-one-token", VerbalizerError)
-def _(ctx):
-    labels = [{"name": "negative", "raw": [0], "words": ["bad"]},
-              {"name": "positive", "raw": [1], "words": ["good", "wonderfulness"]}]
-    spec = TaskSpec.model_validate(sentiment(labels=labels))
-    return (lambda: PVP(spec, 0, ctx.tokenizer(), 64)), [
-        "'wonderfulness'", "label 'positive'", "not one token", "splits into ['wonderful', '##n', '##ess']",
-        "multi_token: true"]
+def pvp_case(ctx, changes: dict, pattern: int, max_seq_length: int, fragments: list[str]):
+    spec = TaskSpec.model_validate(sentiment(**changes))
+    return (lambda: PVP(spec, pattern, ctx.tokenizer(), max_seq_length)), fragments
 
 
-@case("verbalizer-word-that-tokenizes-to-nothing", VerbalizerError)
-def _(ctx):
-    labels = [{"name": "negative", "raw": [0], "words": ["bad"]}, {"name": "positive", "raw": [1], "words": ["  "]}]
-    spec = TaskSpec.model_validate(sentiment(labels=labels))
-    return (lambda: PVP(spec, 0, ctx.tokenizer(), 64)), ["label 'positive'", "tokenizes to nothing"]
-
-
-@case("multi-token-pattern-too-long-for-max-seq-length", ValueError)
-def _(ctx):
-    labels = [{"name": "negative", "raw": [0], "words": ["bad"]},
-              {"name": "positive", "raw": [1], "words": ["wonderfulness"]}]
-    spec = TaskSpec.model_validate(sentiment(labels=labels, multi_token=True,
-                                             patterns=["{a} all in all , it was {mask} , in summary ."]))
-    return (lambda: PVP(spec, 0, ctx.tokenizer(), 12)), [
-        "pattern 0", "tokens without any text", "max_seq_length is 12"]
-
-
-@case("pattern-id-out-of-range", IndexError)
-def _(ctx):
-    spec = TaskSpec.model_validate(SENTIMENT_SPEC)
-    return (lambda: PVP(spec, 5, ctx.tokenizer(), 64)), ["pattern 5 does not exist", "has 2"]
+# (case id, exception, changes to SENTIMENT_SPEC, pattern id, max_seq_length, fragments)
+cases(None, pvp_case, [
+    ("verbalizer-word-not-one-token", VerbalizerError, {"labels": labels(["bad"], ["good", "wonderfulness"])}, 0, 64,
+     ["'wonderfulness'", "label 'positive'", "not one token", "splits into ['wonderful', '##n', '##ess']",
+      "multi_token: true"]),
+    ("verbalizer-word-that-tokenizes-to-nothing", VerbalizerError, {"labels": labels(["bad"], ["  "])}, 0, 64,
+     ["label 'positive'", "tokenizes to nothing"]),
+    ("multi-token-pattern-too-long-for-max-seq-length", ValueError,
+     {"labels": labels(["bad"], ["wonderfulness"]), "multi_token": True,
+      "patterns": ["{a} all in all , it was {mask} , in summary ."]}, 0, 12,
+     ["pattern 0", "tokens without any text", "max_seq_length is 12"]),
+    ("pattern-id-out-of-range", IndexError, {}, 5, 64, ["pattern 5 does not exist", "has 2"]),
+])
 
 
 @case("run-config-pattern-id-out-of-range", ValueError)
@@ -417,45 +331,17 @@ def config_action(ctx, **sections) -> Callable[[], Any]:
     return lambda: RunConfig.model_validate(raw)
 
 
-@case("negative-train-steps", PydanticError)
-def _(ctx):
-    return config_action(ctx, train={"max_steps": -10}), ["train.max_steps", "greater than or equal to 1"]
-
-
-@case("zero-distill-steps", PydanticError)
-def _(ctx):
-    return config_action(ctx, distill={"max_steps": 0}), ["distill.max_steps", "greater than or equal to 1"]
-
-
-@case("ensemble-temperature-zero", PydanticError)
-def _(ctx):
-    return config_action(ctx, ensemble={"temperature": 0}), ["ensemble.temperature", "greater than 0"]
-
-
-@case("distill-temperature-negative", PydanticError)
-def _(ctx):
-    return config_action(ctx, distill={"temperature": -2.0}), ["distill.temperature", "greater than 0"]
-
-
-@case("lambda-zero", PydanticError)
-def _(ctx):
-    return config_action(ctx, ipet={"labeller_fraction": 0.0}), ["ipet.labeller_fraction", "greater than 0"]
-
-
-@case("lambda-above-one", PydanticError)
-def _(ctx):
-    return config_action(ctx, ipet={"labeller_fraction": 1.01}), ["ipet.labeller_fraction",
-                                                                  "less than or equal to 1"]
-
-
-@case("duplicate-seeds", PydanticError)
-def _(ctx):
-    return config_action(ctx, seeds=[3, 1, 3]), ["seeds must be distinct", "[3, 1, 3]"]
-
-
-@case("unknown-config-key", PydanticError)
-def _(ctx):
-    return config_action(ctx, trian={"max_steps": 3}), ["trian", "Extra inputs are not permitted"]
+# (case id, sections replaced or merged into tiny_run_dict, fragments)
+cases(PydanticError, lambda ctx, sections, fragments: (config_action(ctx, **sections), fragments), [
+    ("negative-train-steps", {"train": {"max_steps": -10}}, ["train.max_steps", "greater than or equal to 1"]),
+    ("zero-distill-steps", {"distill": {"max_steps": 0}}, ["distill.max_steps", "greater than or equal to 1"]),
+    ("ensemble-temperature-zero", {"ensemble": {"temperature": 0}}, ["ensemble.temperature", "greater than 0"]),
+    ("distill-temperature-negative", {"distill": {"temperature": -2.0}}, ["distill.temperature", "greater than 0"]),
+    ("lambda-zero", {"ipet": {"labeller_fraction": 0.0}}, ["ipet.labeller_fraction", "greater than 0"]),
+    ("lambda-above-one", {"ipet": {"labeller_fraction": 1.01}}, ["ipet.labeller_fraction", "less than or equal to 1"]),
+    ("duplicate-seeds", {"seeds": [3, 1, 3]}, ["seeds must be distinct", "[3, 1, 3]"]),
+    ("unknown-config-key", {"trian": {"max_steps": 3}}, ["trian", "Extra inputs are not permitted"]),
+])
 
 
 # -- artifacts -----------------------------------------------------------------------------------------------------
@@ -645,7 +531,7 @@ def test_texts_longer_than_max_seq_length_are_a_counted_warning(topic_data, tiny
 def test_long_texts_train_and_score_truncated(sentiment_spec, sentiment_examples, tiny_mlm_dir, tmp_path):
     long = sentiment_examples.slice(0, 8)
     long = long.set_column(1, "a", pa.array([" ".join([t] * 30) for t in long.column("a").to_pylist()], pa.string()))
-    model = ModelConfig(backbone=str(tiny_mlm_dir), max_seq_length=16, device="cpu", precision="fp32")
+    model = tiny_model_config(tiny_mlm_dir, max_seq_length=16)
     store = ArtifactStore(tmp_path / "store")
     t = Ref.of(write_table(long, tmp_path / "t.parquet"))
     trained = stages.train(store, sentiment_spec, model, FAST_TRAIN, 0, 1, 0, t, None)
@@ -722,7 +608,7 @@ def test_two_and_twenty_labels(n_labels, tiny_tokenizer, sentiment_examples, tin
     names = spec.label_names
     table = sentiment_examples.set_column(3, "label", pa.array([names[i % n_labels] for i in range(40)],
                                                                pa.string()))
-    model = ModelConfig(backbone=str(tiny_mlm_dir), max_seq_length=64, device="cpu", precision="fp32")
+    model = tiny_model_config(tiny_mlm_dir)
     store = ArtifactStore(tmp_path / "store")
     t = Ref.of(write_table(table.slice(0, n_labels), tmp_path / "t.parquet"))  # one example per label
     d = Ref.of(write_table(table.slice(n_labels).set_column(3, "label", pa.nulls(40 - n_labels, pa.string())),

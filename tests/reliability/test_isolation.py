@@ -23,9 +23,8 @@ from pet_core import pipeline
 from pet_core.store import ArtifactStore
 
 from reliability._children import pipeline_child
-from reliability._pipeline_support import (
-    comparable_summary, leftovers, read_result, store_entries, tiny_run_dict, write_yaml,
-)
+from _run_support import tiny_run_dict, write_yaml
+from reliability._pipeline_support import comparable_summary, leftovers, read_result, store_entries
 
 PRELOAD = ["reliability._children", "torch", "transformers", "transformers.models.bert.modeling_bert",
            "pet_core.pipeline", "pet_core.training", "pet_core.scoring", "pet_core.distill", "pet_core.ipet"]
