@@ -1,0 +1,1 @@
+"""Measurement groups of benchmarks/speed.py, one module per group; speed.py is the entry point."""
