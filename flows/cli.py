@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -88,7 +89,10 @@ def run(config: ConfigArg, set_: SetOpt = None,
         ) -> None:
     """Run the whole pipeline: validate, prepare, adapt (if configured), PET, iPET (if configured), distill, evaluate."""
     overrides = parse_overrides(set_)
+    server = start_ephemeral_server()
     checked_config(config, overrides, show=False)
+    if server is not None:
+        server.join()
     if workers is not None:
         from flows.pet import WORKERS_ENV
 
@@ -101,6 +105,31 @@ def run(config: ConfigArg, set_: SetOpt = None,
     except Exception as err:  # noqa: BLE001 - the flow run's log has the traceback
         fail(f"run failed: {describe_error(err)}", code=1)
     print_summary(result)
+
+
+def start_ephemeral_server() -> threading.Thread | None:
+    """Start Prefect's ephemeral API server in the background (ephemeral mode only).
+
+    Its start (~6 s with an existing database) then overlaps the imports and the config checks instead of
+    following them; the flow call reuses the same server (Prefect keeps one per process). Join the thread
+    before the first flow call.
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return None
+
+    def start() -> None:
+        from prefect.server.api.server import SubprocessASGIServer
+
+        try:
+            SubprocessASGIServer().start()
+        except Exception:  # noqa: BLE001 - the flow call starts it again and reports the error
+            pass
+
+    thread = threading.Thread(target=start, name="prefect-ephemeral-start", daemon=True)
+    thread.start()
+    return thread
 
 
 def print_summary(result: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pet_core.data import DataError, load_examples, sample_split
+from pet_core.data import DataError, DataSource, load_examples, resolve_path, sample_split
 from pet_core.run_config import RunConfig
 
 
@@ -76,6 +76,13 @@ def _check_backbone(config: RunConfig, report: ValidationReport) -> Any:
     return tokenizer
 
 
+def _same_source(a: DataSource, b: DataSource) -> bool:
+    try:
+        return resolve_path(a.path).resolve() == resolve_path(b.path).resolve() and a.split == b.split
+    except (DataError, FileNotFoundError, ValueError):
+        return False  # the loader reports the bad path
+
+
 def validate(config: RunConfig, check_backbone: bool = True) -> ValidationReport:
     """Validate spec, data, sampling, verbalizers against the tokenizer, and the backbone."""
     report = ValidationReport()
@@ -93,6 +100,10 @@ def validate(config: RunConfig, check_backbone: bool = True) -> ValidationReport
             tables[role] = load_examples(source, spec, labeled=(role != "unlabeled"))
         except (DataError, FileNotFoundError) as err:
             report.errors.append(f"data.{role}: {err}")
+    test = config.data.test
+    if test is not None and _same_source(test, config.data.pool):
+        report.errors.append(f"data.test is the pool itself ({test.path}): T and D would overlap the test set; "
+                             "give a separate test file or use data.holdout")
     if "test" in tables and tables["test"].num_rows == 0:
         report.errors.append(f"data.test ({config.data.test.path}): has no rows; give a test file with data "
                              "or remove data.test")

@@ -1,8 +1,8 @@
 """The checks that run before any training: `petflow validate` and the first task of every pipeline run.
 
-The checks themselves are ``pet_core.validate`` (spec, data, T/D draw, holdout, iPET model count, backbone
-and MLM head, verbalizer words as single tokens); this module adds the config loading with one-line
-errors, a test-set-is-the-pool check, and the Prefect task.
+The checks themselves are ``pet_core.validate`` (spec, data, T/D draw, holdout, test set apart from the pool,
+iPET model count, backbone and MLM head, verbalizer words as single tokens); this module adds the config
+loading with one-line errors and the Prefect task.
 """
 
 from __future__ import annotations
@@ -58,14 +58,6 @@ def check_run(config: RunConfig) -> list[Check]:
     """``pet_core.validate`` as check lines (errors, warnings, facts), plus the orchestration's own checks."""
     report = core_validate(config)
     checks = [Check("error", False, one_line(e)) for e in report.errors]
-    data = config.data
-    if data.test is not None:
-        from pet_core.data import resolve_path
-
-        same = resolve_path(data.test.path).resolve() == resolve_path(data.pool.path).resolve()
-        if same and data.test.split == data.pool.split:
-            checks.append(Check("error", False, f"data.test is the pool itself ({data.test.path}): T and D would "
-                                "overlap the test set; give a separate test file or use data.holdout"))
     checks += [Check("warning", True, one_line(w)) for w in report.warnings]
     if report.ok:
         spec = config.task_spec()
