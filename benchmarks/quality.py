@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pet_core import stages  # noqa: E402
-from pet_core.config import DistillConfig, IpetConfig, ModelConfig, TrainConfig  # noqa: E402
+from pet_core.config import AdaptConfig, DistillConfig, IpetConfig, ModelConfig, TrainConfig  # noqa: E402
 from pet_core.data import DataSource  # noqa: E402
 from pet_core.pipeline import run  # noqa: E402
 from pet_core.run_config import DataConfig, RunConfig  # noqa: E402
@@ -35,9 +35,9 @@ from pet_core.store import ArtifactStore  # noqa: E402
 SHARED = ROOT.parent / "shared"
 DATASETS = {
     "ag_news": {"task": ROOT / "data/tasks/ag_news.yaml", "pool": SHARED / "data/ag_news/train.csv",
-                "test": SHARED / "data/ag_news/test.csv"},
+                "test": SHARED / "data/ag_news/test.csv", "dev": None},
     "sst2": {"task": ROOT / "data/tasks/sst2.yaml", "pool": SHARED / "data/sst2/train.tsv",
-             "test": SHARED / "data/sst2/test.tsv"},
+             "test": SHARED / "data/sst2/test.tsv", "dev": SHARED / "data/sst2/dev.tsv"},
 }
 
 
@@ -61,21 +61,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ipet-generations", type=int, default=None)
     parser.add_argument("--max-seq-length", type=int, default=128)
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--eval", choices=["test", "dev"], default="test",
+                        help="Evaluate on the dev split (for choosing settings; never tune on test).")
+    parser.add_argument("--adapt-steps", type=int, default=0, help="MLM-adapt the backbone on D first (PET/iPET).")
+    parser.add_argument("--adapt-lr", type=float, default=5e-5)
     parser.add_argument("--store", default=str(ROOT / "benchmarks/work/store"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/quality.json"))
+    parser.add_argument("--table-only", action="store_true", help="Print the table of --out and exit.")
     return parser.parse_args(argv)
 
 
 def run_config(args: argparse.Namespace, n_labeled: int, seed: int, ipet: bool) -> RunConfig:
     paths = DATASETS[args.dataset]
+    if paths[args.eval] is None:
+        raise SystemExit(f"{args.dataset} has no {args.eval} split")
+    adapt = (AdaptConfig(max_steps=args.adapt_steps, learning_rate=args.adapt_lr, batch_size=16,
+                         max_seq_length=args.max_seq_length, seed=seed) if args.adapt_steps else None)
     return RunConfig(
         name=f"{args.dataset}-{n_labeled}-{seed}",
         task=str(paths["task"]),
-        data=DataConfig(pool=DataSource(path=str(paths["pool"])), test=DataSource(path=str(paths["test"])),
+        data=DataConfig(pool=DataSource(path=str(paths["pool"])), test=DataSource(path=str(paths[args.eval])),
                         n_labeled=n_labeled, n_unlabeled=args.n_unlabeled, n_test=args.n_test, seed=seed),
         model=ModelConfig(backbone=args.backbone, max_seq_length=args.max_seq_length, precision=args.precision),
         patterns=args.patterns,
         seeds=[seed],
+        adapt=adapt,
         train=TrainConfig(max_steps=args.train_steps, grad_accumulation=1, learning_rate=args.learning_rate,
                           unlabeled_ratio=args.unlabeled_ratio),
         distill=DistillConfig(max_steps=args.distill_steps, learning_rate=args.distill_lr),
@@ -112,18 +122,24 @@ def pet(args: argparse.Namespace, config: RunConfig) -> dict[str, Any]:
 
 
 def table(records: list[dict[str, Any]], dataset: str) -> str:
-    """Markdown table of mean ± std over seeds, per |T| and method."""
-    lines = ["| dataset | |T| | method | accuracy (mean ± std) | macro-F1 | runs |", "|---|---|---|---|---|---|"]
+    """Markdown table of mean ± std over seeds, per |T| and method (PET/iPET: also their ensembles)."""
+    lines = ["| dataset | |T| | method | accuracy (mean ± std) | macro-F1 | ensemble | runs |",
+             "|---|---|---|---|---|---|---|"]
     keys = sorted({(r["n_labeled"], r["method"]) for r in records if r["dataset"] == dataset},
                   key=lambda k: (k[0], ["supervised", "pet", "ipet"].index(k[1])))
     for n, method in keys:
         rows = [r for r in records if r["dataset"] == dataset and r["n_labeled"] == n and r["method"] == method]
-        acc = [100 * r["accuracy"] for r in rows]
-        f1 = [100 * r["macro_f1"] for r in rows]
-        std = statistics.stdev(acc) if len(acc) > 1 else 0.0
-        lines.append(f"| {dataset} | {n} | {method} | {statistics.mean(acc):.1f} ± {std:.1f} | "
-                     f"{statistics.mean(f1):.1f} | {len(rows)} |")
+        ensemble = [100 * r["ensemble_accuracy"] for r in rows if "ensemble_accuracy" in r]
+        lines.append(f"| {dataset} | {n} | {method} | {mean_std([100 * r['accuracy'] for r in rows])} | "
+                     f"{statistics.mean(100 * r['macro_f1'] for r in rows):.1f} | "
+                     f"{mean_std(ensemble) if ensemble else '–'} | {len(rows)} |")
     return "\n".join(lines)
+
+
+def mean_std(values: list[float]) -> str:
+    """``mean ± std`` (sample std; 0 for one value), one decimal."""
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.1f} ± {std:.1f}"
 
 
 def save_record(out: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -145,6 +161,9 @@ def main(argv: list[str] | None = None) -> None:
     transformers.logging.set_verbosity_error()
     out = Path(args.out)
     records: list[dict[str, Any]] = json.loads(out.read_text()) if out.exists() else []
+    if args.table_only:
+        print(table(records, args.dataset))
+        return
     for n_labeled in args.n_labeled:
         for seed in args.seeds:
             for method in args.methods:
@@ -152,7 +171,8 @@ def main(argv: list[str] | None = None) -> None:
                 result = supervised(args, config) if method == "supervised" else pet(args, config)
                 record = {"dataset": args.dataset, "n_labeled": n_labeled, "method": method, "seed": seed,
                           "backbone": Path(args.backbone).name, "n_unlabeled": args.n_unlabeled,
-                          "n_test": args.n_test, "machine": f"{platform.node()} {platform.processor()}".strip(),
+                          "n_test": args.n_test, "eval": args.eval, "learning_rate": args.learning_rate,
+                          "adapt_steps": args.adapt_steps, "patterns": args.patterns, "machine": f"{platform.node()} {platform.processor()}".strip(),
                           **result}
                 records = save_record(out, record)
                 print(f"{args.dataset} |T|={n_labeled} seed={seed} {method}: acc={record['accuracy']:.4f} "

@@ -43,7 +43,7 @@ def test_sst2_yaml_content():
     spec = TaskSpec.from_yaml(TASKS_DIR / "sst2.yaml")
     assert spec.label_names == ["negative", "positive"]
     assert spec.raw_to_label() == {"0": "negative", "1": "positive"}
-    assert spec.verbalizer(0) == {"negative": ["bad"], "positive": ["good"]}
+    assert spec.verbalizer(0) == {"negative": ["bad"], "positive": ["great"]}
     assert spec.fields.a == ["sentence"] and spec.fields.b == []
 
 
