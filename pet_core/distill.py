@@ -16,10 +16,11 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from pet_core.artifacts import atomic_dir, write_json
+from pet_core.backbone import BackboneError, resolve_backbone
 from pet_core.callbacks import Callback, CallbackList
 from pet_core.config import DistillConfig, ModelConfig
 from pet_core.metrics import classification_metrics
-from pet_core.modeling import BackboneError, resolve_backbone, resolve_device, resolve_precision
+from pet_core.modeling import resolve_device, resolve_precision
 from pet_core.optim import build_optimizer, check_finite, cycle_batches, grad_scaler, seed_everything
 from pet_core.training import label_indices
 

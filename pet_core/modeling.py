@@ -18,14 +18,11 @@ import torch
 from torch import nn
 from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from pet_core.backbone import BackboneError, resolve_backbone
 from pet_core.config import ModelConfig, Precision
 from pet_core.pvp import Encoded
 
 log = logging.getLogger(__name__)
-
-
-class BackboneError(ValueError):
-    """The backbone cannot be used as configured (missing path, no MLM head, ...)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -57,19 +54,6 @@ def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if device.type == "cpu" and cpu_supports_bf16() else None
-
-
-def resolve_backbone(name: str) -> str:
-    """A local directory as a string, or a hub name left as is; a missing local path is an error."""
-    if name.startswith("pkg:"):
-        from pet_core.data import resolve_path
-
-        name = str(resolve_path(name))
-    path = Path(name).expanduser()
-    looks_local = name.startswith(("/", ".", "~")) or path.exists()
-    if looks_local and not path.is_dir():
-        raise BackboneError(f"backbone directory {path} does not exist")
-    return str(path) if looks_local else name
 
 
 def head_modules(model: PreTrainedModel) -> list[nn.Module]:

@@ -44,7 +44,7 @@ def _dir_hash(path: str, mtime_ns: int) -> str:
 
 def backbone_fingerprint(backbone: str) -> str:
     """Content hash of a local backbone directory, or the hub name itself."""
-    from pet_core.modeling import resolve_backbone
+    from pet_core.backbone import resolve_backbone
 
     name = resolve_backbone(backbone)
     path = Path(name)

@@ -45,7 +45,7 @@ class ValidationReport:
 def _check_backbone(config: RunConfig, report: ValidationReport) -> Any:
     from transformers import AutoConfig, AutoTokenizer
 
-    from pet_core.modeling import BackboneError, resolve_backbone
+    from pet_core.backbone import BackboneError, resolve_backbone
 
     try:
         name = resolve_backbone(config.model.backbone)
