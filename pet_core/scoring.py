@@ -44,7 +44,9 @@ def iter_chunks(examples: str | Path | pa.Table, chunk_rows: int):
         yield from examples.to_batches(max_chunksize=chunk_rows)
         return
     try:
-        parquet = pq.ParquetFile(examples)
+        # pre_buffer=False reads one column chunk at a time instead of coalescing a whole row group in
+        # memory: measured 105 vs 177 MB RSS growth reading 1M rows (benchmarks/speed.py).
+        parquet = pq.ParquetFile(examples, pre_buffer=False)
         yield from parquet.iter_batches(batch_size=chunk_rows, columns=["example_id", "a", "b"])
     except (pa.ArrowInvalid, OSError) as err:
         raise ArtifactError(f"cannot read examples {examples}: {err}") from err
