@@ -6,6 +6,7 @@ are left out leave the config's value alone.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -124,8 +125,8 @@ def start_ephemeral_server() -> threading.Thread | None:
 
         try:
             SubprocessASGIServer().start()
-        except Exception:  # noqa: BLE001 - the flow call starts it again and reports the error
-            pass
+        except Exception as err:  # noqa: BLE001 - the flow call starts it again and reports the error
+            logging.getLogger("petflow.cli").debug("early ephemeral server start failed: %s", err)
 
     thread = threading.Thread(target=start, name="prefect-ephemeral-start", daemon=True)
     thread.start()

@@ -60,7 +60,7 @@ def resolve_path(path: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise DataError(f"{path}: package {package!r} is not installed (pip install {package})")
-    return Path(list(spec.submodule_search_locations)[0]) / sub
+    return Path(next(iter(spec.submodule_search_locations))) / sub
 
 
 def _detect_format(path: Path) -> DataFormat:
@@ -187,7 +187,7 @@ def _allocate(counts: dict[str, int], n: int) -> dict[str, int]:
     """Split n over labels proportionally to counts (largest remainder), each capped by its count."""
     total = sum(counts.values())
     quotas = {k: n * c / total for k, c in counts.items()}
-    alloc = {k: min(counts[k], int(math.floor(q))) for k, q in quotas.items()}
+    alloc = {k: min(counts[k], math.floor(q)) for k, q in quotas.items()}
     order = sorted(counts, key=lambda k: (-(quotas[k] - math.floor(quotas[k])), k))
     while sum(alloc.values()) < n:
         progressed = False

@@ -25,7 +25,7 @@ def classification_metrics(gold: np.ndarray, pred: np.ndarray, label_names: list
     denom = precision + recall
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
     return {
-        "n": int(len(gold)),
+        "n": len(gold),
         "accuracy": float((gold == pred).mean()) if len(gold) else 0.0,
         "macro_f1": float(f1.mean()),
         "per_class_f1": {name: float(v) for name, v in zip(label_names, f1, strict=True)},
