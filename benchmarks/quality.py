@@ -136,6 +136,22 @@ def table(records: list[dict[str, Any]], dataset: str) -> str:
     return "\n".join(lines)
 
 
+def seed_table(records: list[dict[str, Any]], dataset: str) -> str:
+    """Markdown table of every run: one row per |T| and seed, accuracy per method (PET/iPET: final / ensemble)."""
+    lines = ["| |T| | seed | supervised | PET final | PET ensemble | iPET final | iPET ensemble |",
+             "|---|---|---|---|---|---|---|"]
+    runs = {(r["n_labeled"], r["seed"], r["method"]): r for r in records if r["dataset"] == dataset}
+
+    def cell(key: tuple[int, int, str], field: str) -> str:
+        return f"{100 * runs[key][field]:.1f}" if key in runs and field in runs[key] else "–"
+
+    for n, seed in sorted({(n, seed) for n, seed, _ in runs}):
+        lines.append(f"| {n} | {seed} | {cell((n, seed, 'supervised'), 'accuracy')} | "
+                     f"{cell((n, seed, 'pet'), 'accuracy')} | {cell((n, seed, 'pet'), 'ensemble_accuracy')} | "
+                     f"{cell((n, seed, 'ipet'), 'accuracy')} | {cell((n, seed, 'ipet'), 'ensemble_accuracy')} |")
+    return "\n".join(lines)
+
+
 def mean_std(values: list[float]) -> str:
     """``mean ± std`` (sample std; 0 for one value), one decimal."""
     std = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -162,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     records: list[dict[str, Any]] = json.loads(out.read_text()) if out.exists() else []
     if args.table_only:
-        print(table(records, args.dataset))
+        print(table(records, args.dataset), seed_table(records, args.dataset), sep="\n\n")
         return
     for n_labeled in args.n_labeled:
         for seed in args.seeds:
