@@ -36,6 +36,8 @@ def gold_labels(dataset: str) -> tuple[list[str], dict[str, str]]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--store", default=str(ROOT / "benchmarks/work/store"))
+    parser.add_argument("--all", action="store_true",
+                        help="Include entries of older code versions (default: the newest entry's version only).")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/ipet_pseudo_labels.json"))
     args = parser.parse_args(argv)
     store = Path(args.store)
@@ -43,8 +45,12 @@ def main(argv: list[str] | None = None) -> None:
     labeled_sets = [set(pq.read_table(f, columns=["example_id"]).column("example_id").to_pylist())
                     for f in store.glob("prepare/*/labeled.parquet")]
     rows = []
-    for record_path in sorted(store.glob("ipet/*/record.json")):
+    paths = sorted(store.glob("ipet/*/record.json"), key=lambda p: p.stat().st_mtime)
+    newest = json.loads(paths[-1].read_text(encoding="utf-8"))["code_version"] if paths else None
+    for record_path in paths:
         record = json.loads(record_path.read_text(encoding="utf-8"))
+        if not args.all and record["code_version"] != newest:
+            continue
         labels = record["config"]["labels"]
         dataset = next(name for name, (names, _) in golds.items() if names == labels)
         gold = golds[dataset][1]
@@ -56,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
             rows.append({"dataset": dataset, "seed": record["config"]["seed"], "generation": record["config"]["generation"],
                          "set": train_set.stem, "n_labeled": len(t_ids), "n_pseudo": len(pseudo),
                          "pseudo_accuracy": sum(gold[i] == y for i, y in pseudo) / max(len(pseudo), 1),
-                         "key": record_path.parent.name[:12]})
+                         "key": record_path.parent.name[:12], "code_version": record["code_version"]})
     print("| dataset | |T| | seed | generation | pseudo-labelled rows per set | pseudo-label accuracy (mean, min–max) |")
     print("|---|---|---|---|---|---|")
     groups: dict[tuple, list[dict]] = {}
