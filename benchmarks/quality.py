@@ -106,7 +106,7 @@ def supervised(args: argparse.Namespace, config: RunConfig) -> dict[str, Any]:
     metrics = stages.read_json_output(stages.evaluate(store, spec, config.model, clf.out("classifier"),
                                                       prepared.out("test")), "metrics")
     return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "steps": args.supervised_steps,
-            "wall_s": round(time.perf_counter() - started, 2)}
+            "learning_rate": args.distill_lr, "wall_s": round(time.perf_counter() - started, 2)}
 
 
 def pet(args: argparse.Namespace, config: RunConfig) -> dict[str, Any]:
