@@ -55,7 +55,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
 
 
 def check_run(config: RunConfig) -> list[Check]:
-    """``pet_core.validate`` as check lines (errors, warnings, facts), plus the orchestration's own checks."""
+    """``pet_core.validate`` as check lines: errors, warnings, then facts about the run."""
     report = core_validate(config)
     checks = [Check("error", False, one_line(e)) for e in report.errors]
     checks += [Check("warning", True, one_line(w)) for w in report.warnings]
