@@ -153,7 +153,7 @@ BAD = [
     ("data.n_labeled", {"data": {"pool": {"path": "/p.csv"}, "n_labeled": -1}}, "greater than or equal to 0"),
     ("data.n_unlabeled", {"data": {"pool": {"path": "/p.csv"}, "n_unlabeled": -3}}, "greater than or equal to 0"),
     ("model.max_seq_length", {"model": {"backbone": "x/y", "max_seq_length": 8}}, "greater than 8"),
-    ("adapt.max_minutes", {"adapt": {"max_minutes": 0}}, "greater than 0"),
+    ("adapt.max_minutes", {"adapt": {"max_minutes": 3}}, "Extra inputs are not permitted"),
     ("seeds", {"seeds": [1, 2, 1]}, "seeds must be distinct"),
     ("seeds", {"seeds": []}, "at least 1 item"),
     ("name", {"name": "bad name/../x"}, "should match pattern"),
