@@ -134,26 +134,33 @@ def start_ephemeral_server() -> threading.Thread | None:
 
 
 def print_summary(result: dict[str, Any]) -> None:
-    """The metrics of a finished run as a rich table."""
+    """The metrics of a finished run: what PET bought, per generation, where the run lives."""
+    from pet_core.metrics import SYSTEM_NAMES, SYSTEMS
+
     metrics = result["metrics"]
-    table = Table(title=f"petflow run {metrics['name']} ({metrics['digest']})", title_justify="left")
-    table.add_column("metric")
-    table.add_column("value", overflow="fold")
     data = metrics["data"]
-    table.add_row("|T| / |D|" + (" / |test|" if "test" in data else ""),
-                  " / ".join(str(data[k]["rows"]) for k in ("labeled", "unlabeled", "test") if k in data))
-    for g in metrics["generations"]:
-        ens = g["ensemble_test"]
-        table.add_row(f"generation {g['generation']} ensemble, test accuracy",
-                      f"{ens['accuracy']:.4f}" if ens else "– (no test set)")
+    sizes = " / ".join(str(data[k]["rows"]) for k in ("labeled", "unlabeled", "test") if k in data)
+    title = f"petflow run {metrics['name']} ({metrics['digest']}): |T| / |D|{' / |test|' if 'test' in data else ''} = {sizes}"
+    compared = metrics.get("comparison") or {"rows": [], "warnings": []}
+    table = Table("accuracy", *[SYSTEM_NAMES[s] for s in SYSTEMS], title=title, title_justify="left")
+    for row in compared["rows"]:
+        cells = ["–" if row[s] is None else f"{row[s]:.1%}" for s in SYSTEMS]
+        cells[-1] = f"[bold]{cells[-1]}[/]"
+        table.add_row(f"on {row['split']}", *cells)
+    for g in metrics["generations"][:-1]:
+        if g["ensemble_test"]:
+            table.add_row(f"on test, generation {g['generation']}", "", f"{g['ensemble_test']['accuracy']:.1%}", "")
+    console.print(table)
     test = metrics["test"]
     if test:
-        table.add_row("[bold]final classifier, test accuracy[/]", f"[bold]{test['accuracy']:.4f}[/]")
-        table.add_row("final classifier, test macro-F1", f"{test['macro_f1']:.4f}")
+        console.print(f"final classifier on test: macro-F1 {test['macro_f1']:.4f} (n = {test['n']})")
     else:
-        table.add_row("final classifier", "trained on D; no test set configured")
-    table.add_row("run directory", result["run_dir"])
-    console.print(table)
+        console.print("final classifier: trained on D; no test set configured")
+    for warning in compared["warnings"]:
+        errors.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    console.print(f"run directory: {result['run_dir']}", highlight=False, soft_wrap=True)
+    console.print("see the recorded runs in the Prefect UI: petflow server  (then http://127.0.0.1:4200)",
+                  highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -14,12 +14,17 @@ from prefect import flow
 
 from flows.ipet import ipet_flow
 from flows.pet import pet_flow, task_runner
+from pet_core.metrics import comparison
+from pet_core.run_config import RunConfig
+from tasks.common import RefDict, StageResult
 from tasks.adapt import adapt
 from tasks.distill import distill
-from tasks.evaluate import evaluate
+from tasks.evaluate import ensemble_accuracy, evaluate
 from tasks.merge import merge
 from tasks.prepare import prepare
 from tasks.report import report_data, write_run
+from tasks.score import score
+from tasks.supervised import supervised
 from tasks.validate import load_config, validate
 
 
@@ -61,9 +66,54 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None) -> dict[
         evaluation = evaluate.submit(store, spec, config.model, distilled["outputs"]["classifier"], data["test"],
                                      config.distill.eval_batch_size).result()
         stages.append(evaluation)
+    compared, compare_stages = compare(config, data, generations[-1], distilled, evaluation)
+    stages += compare_stages
     return write_run.submit(config, digest, stages, prepared, generations, merged, distilled, evaluation,
-                            started).result()
+                            started, compared).result()
 
+
+def compare(config: RunConfig, data: dict[str, RefDict], last: dict[str, Any], distilled: StageResult,
+            evaluation: StageResult | None) -> tuple[dict[str, Any], list[StageResult]]:
+    """Supervised baseline, ensemble and final classifier on T (and test): ``pet_core.metrics.comparison``.
+
+    One task at a time: this flow's runner is a thread pool, and loading Hugging Face models from several
+    threads at once is not thread-safe (see flows.pet.task_runner).
+    """
+    spec, store, models = config.task_spec(), config.store, last["models"]
+    accuracy: dict[str, dict[str, float | None]] = {}
+    results: list[StageResult] = []
+    has_t = bool(data_rows(data["labeled"]))
+    if has_t:  # zero-shot runs have no T
+        results = [score.submit(store, spec, config.model, config.score, m["model"], data["labeled"], m["model_id"],
+                                "T").result() for m in models]
+        ensemble_t = ensemble_accuracy.submit(spec, config.ensemble, [r["outputs"]["logits"] for r in results],
+                                              [m["pre_train_accuracy"] for m in models], data["labeled"],
+                                              last["generation"]).result()
+        accuracy["T"] = {"ensemble": ensemble_t["ensemble"]["accuracy"]}
+    if last["test"] is not None:
+        accuracy["test"] = {"ensemble": last["test"]["ensemble"]["accuracy"]}
+    if evaluation is not None:
+        accuracy["test"]["final"] = evaluation["info"]["accuracy"]
+    jobs = {("final", "T"): distilled} if has_t else {}
+    if config.baseline and has_t:
+        baseline = supervised.submit(store, spec, config.model, config.distill, data["labeled"],
+                                     config.data.seed).result()
+        results.append(baseline)
+        jobs |= {("baseline", split): baseline for split in accuracy}
+    for (system, split), clf in jobs.items():
+        result = evaluate.submit(store, spec, config.model, clf["outputs"]["classifier"],
+                                 data["labeled" if split == "T" else "test"], config.distill.eval_batch_size,
+                                 f"evaluate {system} on {split}").result()
+        results.append(result)
+        accuracy[split][system] = result["info"]["accuracy"]
+    return comparison(accuracy), results
+
+
+def data_rows(ref: RefDict) -> int:
+    """Rows of a Parquet table from its metadata (no data read)."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(ref["path"]).metadata.num_rows
 
 if __name__ == "__main__":
     import sys

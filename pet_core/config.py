@@ -110,20 +110,40 @@ class IpetConfig(StageConfig):
         return max(1, math.ceil(math.log(1000 / base, self.scale_factor) - 1e-9))
 
 
-class DistillConfig(StageConfig):
-    """Training the final sequence classifier on D with the ensemble's soft labels."""
+class HeadInit(str, enum.Enum):
+    """How the final classifier's output layer starts."""
 
-    max_steps: int = Field(default=5000, ge=1)
-    batch_size: int = Field(default=16, ge=1)
-    grad_accumulation: int = Field(default=1, ge=1)
-    learning_rate: float = Field(default=1e-5, gt=0)
-    weight_decay: float = Field(default=0.01, ge=0)
-    adam_epsilon: float = Field(default=1e-8, gt=0)
-    max_grad_norm: float = Field(default=1.0, gt=0)
-    warmup_steps: int = Field(default=0, ge=0)
-    temperature: float = Field(default=2.0, gt=0)
-    include_labeled: bool = Field(default=False, description="Train on T ∪ D instead of D only.")
-    eval_batch_size: int = Field(default=64, ge=1)
+    probe = "probe"  # a linear probe fitted to the targets on the frozen backbone's features (LP-FT)
+    random = "random"  # the model class's own random initialisation
+
+
+class DistillConfig(StageConfig):
+    """Training the final sequence classifier on D with the ensemble's soft labels (and the baseline on T)."""
+
+    epochs: float = Field(default=8.0, gt=0, description="Passes over the training set; the step count is "
+                          "ceil(epochs·n / (batch_size·grad_accumulation)), within [min_steps, max_steps].")
+    min_steps: int = Field(default=30, ge=1, description="At least this many steps, however small the set.")
+    max_steps: int = Field(default=5000, ge=1, description="At most this many steps (the paper's budget).")
+    batch_size: int = Field(default=16, ge=1, description="Examples per micro-batch.")
+    grad_accumulation: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
+    learning_rate: float = Field(default=5e-5, gt=0, description="AdamW learning rate (linear decay).")
+    weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay (not on biases/LayerNorm).")
+    adam_epsilon: float = Field(default=1e-8, gt=0, description="AdamW epsilon.")
+    max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping norm.")
+    warmup_steps: int = Field(default=0, ge=0, description="Linear warm-up steps.")
+    temperature: float = Field(default=2.0, gt=0, description="Student softmax temperature of the KL·T² loss.")
+    head_init: HeadInit = Field(default=HeadInit.probe, description="'probe': fit the output layer to the "
+                                "targets on frozen features before fine-tuning, so step 0 already follows the "
+                                "teacher; 'random': the usual random head.")
+    probe_l2: float = Field(default=1e-3, ge=0, description="L2 penalty of the probe fit (per example).")
+    include_labeled: bool = Field(default=True, description="Train on T (gold labels, one-hot) ∪ D, not D only.")
+    eval_batch_size: int = Field(default=64, ge=1, description="Batch size when scoring the classifier.")
+
+    def steps_for(self, n_examples: int) -> int:
+        """Optimizer steps for a training set of ``n_examples`` rows."""
+        per_step = self.batch_size * self.grad_accumulation
+        wanted = math.ceil(self.epochs * n_examples / per_step)
+        return max(1, min(self.max_steps, max(self.min_steps, wanted)))
 
 
 class AdaptConfig(StageConfig):

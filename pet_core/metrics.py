@@ -41,3 +41,36 @@ def confusion_markdown(metrics: dict[str, Any]) -> str:
     for name, row in zip(names, metrics["confusion"], strict=True):
         lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
     return "\n".join(lines)
+
+
+SYSTEMS = ("baseline", "ensemble", "final")
+SYSTEM_NAMES = {"baseline": "supervised baseline (T only)", "ensemble": "PET ensemble", "final": "final classifier"}
+
+
+def comparison(accuracy: dict[str, dict[str, float | None]], tolerance: float = 0.02) -> dict[str, Any]:
+    """What PET bought, per split: ``accuracy[split][system]`` for the systems in ``SYSTEMS``.
+
+    Returns {"rows": [{"split", "baseline", "ensemble", "final"}], "warnings": [...]}: one warning per
+    split on which the final classifier is more than ``tolerance`` below the ensemble it was distilled
+    from, naming both numbers.
+    """
+    rows, warnings = [], []
+    for split, values in accuracy.items():
+        rows.append({"split": split, **{s: values.get(s) for s in SYSTEMS}})
+        ensemble, final = values.get("ensemble"), values.get("final")
+        if ensemble is not None and final is not None and final < ensemble - tolerance:
+            warnings.append(f"the final classifier ({final:.1%}) is {ensemble - final:.1%} below the ensemble it "
+                            f"was distilled from ({ensemble:.1%}) on {split}: raise distill.epochs or "
+                            "distill.max_steps, or use the ensemble's soft labels directly")
+    return {"rows": rows, "warnings": warnings}
+
+
+def comparison_markdown(result: dict[str, Any]) -> str:
+    """The comparison as a markdown table (accuracy in %), then its warnings."""
+    head = "| split | " + " | ".join(SYSTEM_NAMES[s] for s in SYSTEMS) + " |"
+    lines = [head, "|---" * (len(SYSTEMS) + 1) + "|"]
+    for row in result["rows"]:
+        cells = ["–" if row[s] is None else f"{row[s]:.1%}" for s in SYSTEMS]
+        lines.append(f"| {row['split']} | " + " | ".join(cells) + " |")
+    lines += [""] + [f"> **Warning:** {w}" for w in result["warnings"]]
+    return "\n".join(lines).rstrip() + "\n"

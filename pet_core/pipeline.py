@@ -13,6 +13,7 @@ from typing import Any
 
 from pet_core import stages
 from pet_core.callbacks import Callback
+from pet_core.metrics import comparison
 from pet_core.run_config import RunConfig
 from pet_core.spec import TaskSpec
 from pet_core.store import ArtifactStore, Ref, StageRecord
@@ -44,6 +45,7 @@ class PipelineResult:
     evaluation: StageRecord | None
     records: list[StageRecord]
     wall_s: float
+    comparison: dict[str, Any] = field(default_factory=dict)
 
     def summary(self, spec: TaskSpec, config: RunConfig) -> dict[str, Any]:
         """Per-generation model/ensemble test accuracy and the final classifier's metrics."""
@@ -57,6 +59,7 @@ class PipelineResult:
             out["generations"].append(entry)
         if self.evaluation is not None:
             out["final"] = stages.read_json_output(self.evaluation, "metrics")
+        out["comparison"] = self.comparison
         return out
 
 
@@ -117,5 +120,41 @@ def run(config: RunConfig, callbacks: list[Callback] | None = None) -> PipelineR
     for gen in generations:
         records.extend(gen.trained)
     records.extend([soft, classifier] + ([evaluation] if evaluation else []))
+    result, compared = compare(store, spec, config, prepared, last, classifier, evaluation, callbacks)
+    records.extend(compared)
     return PipelineResult(prepared, generations, soft, classifier, evaluation, records,
-                          round(time.perf_counter() - started, 3))
+                          round(time.perf_counter() - started, 3), result)
+
+
+def compare(store: ArtifactStore, spec: TaskSpec, config: RunConfig, prepared: StageRecord, last: Generation,
+            classifier: StageRecord, evaluation: StageRecord | None,
+            callbacks: list[Callback]) -> tuple[dict[str, Any], list[StageRecord]]:
+    """Supervised baseline, ensemble and final classifier on T (and test): ``metrics.comparison``."""
+    splits = {"T": prepared.out("labeled")} if prepared.info["labeled"]["rows"] else {}  # zero-shot: no T
+    if "test" in prepared.outputs:
+        splits["test"] = prepared.out("test")
+    records: list[StageRecord] = []
+    baseline = None
+    if config.baseline and "T" in splits:
+        baseline = stages.supervised(store, spec, config.model, config.distill, splits["T"], config.data.seed,
+                                     callbacks)
+        records.append(baseline)
+    accuracy: dict[str, dict[str, float | None]] = {}
+    for split, table in splits.items():
+        logits = last.test_logits if split == "test" else [
+            stages.score(store, spec, config.model, config.score, t.out("model"), table, callbacks).out("logits")
+            for t in last.trained]
+        row = {"ensemble": stages.logits_metrics(spec, logits, last.accuracies, table,
+                                                 config.ensemble)["ensemble"]["accuracy"]}
+        for system, record in (("final", classifier), ("baseline", baseline)):
+            if record is None:
+                continue
+            if system == "final" and split == "test" and evaluation is not None:
+                evaluated = evaluation  # already evaluated by the pipeline
+            else:
+                evaluated = stages.evaluate(store, spec, config.model, record.out("classifier"), table,
+                                            config.distill.eval_batch_size)
+                records.append(evaluated)
+            row[system] = evaluated.info["accuracy"]
+        accuracy[split] = row
+    return comparison(accuracy), records

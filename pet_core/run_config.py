@@ -53,6 +53,8 @@ class RunConfig(StageConfig):
     ensemble: EnsembleConfig = EnsembleConfig()
     ipet: IpetConfig | None = Field(default=None, description="Set to run iPET generations after PET.")
     distill: DistillConfig = DistillConfig()
+    baseline: bool = Field(default=True, description="Also train the supervised baseline (the same classifier on "
+                           "T's gold labels only, with the distill section's settings) and report it beside PET.")
     store: str = Field(default=".petflow/store", description="Content-addressed artifact store.")
     runs_dir: str = Field(default=".petflow/runs", description="Per-run readable indexes and reports.")
 

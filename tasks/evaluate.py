@@ -14,13 +14,13 @@ from pet_core.spec import TaskSpec
 from tasks.common import RefDict, finish, open_store, to_ref
 
 
-@task(name="evaluate", tags=["gpu"], cache_policy=NO_CACHE)
+@task(name="evaluate", tags=["gpu"], cache_policy=NO_CACHE, task_run_name="{name}")
 def evaluate(store: str, spec: TaskSpec, model: ModelConfig, classifier: RefDict, test: RefDict,
-             batch_size: int = 64):
+             batch_size: int = 64, name: str = "evaluate"):
     """Outputs ``metrics`` (JSON) and ``predictions`` (Parquet); info: the full metrics dict."""
     artifacts = open_store(store)
     record = stages.evaluate(artifacts, spec, model, to_ref(classifier), to_ref(test), batch_size)
-    return finish(artifacts, record, "evaluate", **read_json(record.outputs["metrics"].path))
+    return finish(artifacts, record, name, **read_json(record.outputs["metrics"].path))
 
 
 @task(name="ensemble-accuracy", cache_policy=NO_CACHE, task_run_name="ensemble-accuracy-g{generation}")

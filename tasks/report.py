@@ -18,10 +18,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from pet_core.artifacts import atomic_path, write_json
-from pet_core.metrics import confusion_markdown
+from pet_core.metrics import comparison_markdown, confusion_markdown
 from pet_core.run_config import RunConfig
 from pet_core.store import code_version
-from tasks.common import StageResult, slug
+from tasks.common import StageResult, logger, slug
 
 
 def _fmt(value: Any) -> str:
@@ -94,7 +94,8 @@ def report_generation(run: str, generation: int, models: list[dict[str, Any]], t
 
 
 def build_metrics(config: RunConfig, digest: str, prepared: StageResult, generations: list[dict[str, Any]],
-                  merged: StageResult, distilled: StageResult, evaluation: StageResult | None) -> dict[str, Any]:
+                  merged: StageResult, distilled: StageResult, evaluation: StageResult | None,
+                  compared: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything measured, without timings (two runs of the same work give equal files)."""
     return {
         "name": config.name, "digest": digest,
@@ -108,8 +109,9 @@ def build_metrics(config: RunConfig, digest: str, prepared: StageResult, generat
                                            if g["test"] else None),
                          "sets": g["sets"]["info"]["sets"] if g["sets"] else None} for g in generations],
         "soft_labels": {k: merged["info"].get(k) for k in ("rows", "predicted")},
-        "distill": {k: distilled["info"].get(k) for k in ("steps", "n_train", "final_loss")},
+        "distill": {k: distilled["info"].get(k) for k in ("steps", "n_train", "final_loss", "agreement")},
         "test": evaluation["info"] if evaluation else None,
+        "comparison": compared,
     }
 
 
@@ -123,6 +125,8 @@ def summary_markdown(metrics: dict[str, Any], stages: list[StageResult]) -> str:
         lines += [headline, "", "Confusion matrix (rows gold, columns predicted):", "", confusion_markdown(test), ""]
     else:
         lines += ["No test set configured: the classifier was trained but not evaluated.", ""]
+    if metrics.get("comparison"):
+        lines += ["## What PET bought (accuracy)", "", comparison_markdown(metrics["comparison"])]
     data = metrics["data"]
     lines += [f"|T| = {data['labeled']['rows']}, |D| = {data['unlabeled']['rows']}"
               + (f", |test| = {data['test']['rows']}" if "test" in data else ""), ""]
@@ -145,10 +149,12 @@ def _symlink(target: str, link: Path) -> None:
 @task(name="write-run", cache_policy=NO_CACHE)
 def write_run(config: RunConfig, digest: str, stages: list[StageResult], prepared: StageResult,
               generations: list[dict[str, Any]], merged: StageResult, distilled: StageResult,
-              evaluation: StageResult | None, started: float) -> dict[str, Any]:
+              evaluation: StageResult | None, started: float, compared: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the run directory and the summary artifacts; returns {run_dir, metrics}."""
     run_dir = Path(config.runs_dir).expanduser().resolve() / f"{config.name}-{digest}"
-    metrics = build_metrics(config, digest, prepared, generations, merged, distilled, evaluation)
+    metrics = build_metrics(config, digest, prepared, generations, merged, distilled, evaluation, compared)
+    for warning in (compared or {}).get("warnings", []):
+        logger().warning(warning)
     manifest = {
         "name": config.name, "digest": digest, "code_version": code_version(), "flow_run_id": flow_run.get_id(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),

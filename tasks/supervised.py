@@ -1,4 +1,4 @@
-"""Task: the supervised baseline (same classifier, T's hard labels only). Not part of the pipeline."""
+"""Task: the supervised baseline (same classifier, T's hard labels only), reported beside PET (``baseline``)."""
 
 from __future__ import annotations
 

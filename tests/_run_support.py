@@ -80,6 +80,7 @@ def tiny_run_dict(data_dir: Path, backbone: Path, store: Path, **sections: Any) 
                   "score_batch_size": 16},
         "score": {"batch_size": 16},
         "distill": {"max_steps": 4, "batch_size": 4, "learning_rate": 1e-3, "eval_batch_size": 16},
+        "baseline": False,  # the supervised baseline is tested on its own (tests/test_pipeline.py)
         "store": str(store),
         "runs_dir": str(store.parent / "runs"),
     }

@@ -108,7 +108,7 @@ def test_distill_fits_soft_targets_at_temperature(tmp_path, sentiment_split, mod
 def test_supervised_mode(tmp_path, sentiment_examples, sentiment_spec, model_config):
     train = sentiment_examples.slice(0, 16)
     gold = label_indices(train, sentiment_spec)
-    cfg = DistillConfig(max_steps=25, batch_size=8, learning_rate=1e-2)
+    cfg = DistillConfig(max_steps=25, batch_size=8, learning_rate=1e-2, head_init="random")  # the loss alone
     record = distill(train, gold, sentiment_spec.label_names, model_config, cfg, tmp_path / "sup", soft=False)
     assert record["stage"] == "supervised"
     metrics, _ = evaluate(tmp_path / "sup", train, model_config)
@@ -144,4 +144,65 @@ def test_distillation_targets_align(sentiment_split):
 def test_distill_config_defaults():
     cfg = DistillConfig()
     assert cfg.temperature == 2.0 and cfg.max_steps == 5000 and cfg.batch_size == 16
-    assert cfg.include_labeled is False
+    assert cfg.include_labeled is True and cfg.head_init.value == "probe"
+
+
+def test_steps_follow_epochs_within_bounds():
+    cfg = DistillConfig(epochs=4, batch_size=16, min_steps=10, max_steps=300)
+    assert cfg.steps_for(300) == 75  # ceil(4 · 300 / 16)
+    assert cfg.steps_for(8) == 10  # a tiny set still gets min_steps
+    assert cfg.steps_for(5000) == 300  # max_steps caps a large set
+    assert DistillConfig(epochs=4, batch_size=8, grad_accumulation=2, min_steps=1).steps_for(100) == 25
+
+
+def test_bucketed_batches_cover_each_pass_once_with_little_padding():
+    from pet_core.distill import bucketed_batches
+
+    lengths = [int(x) for x in np.random.default_rng(0).integers(5, 200, size=500)]
+    gen = torch.Generator().manual_seed(0)
+    stream = bucketed_batches(lengths, 10, gen, pool=10)
+    first = [next(stream) for _ in range(50)]
+    assert sorted(i for b in first for i in b) == list(range(500))
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in first)
+    rng = np.random.default_rng(1).permutation(500)
+    padded_random = sum(10 * max(lengths[i] for i in rng[s : s + 10]) for s in range(0, 500, 10))
+    assert padded < 0.75 * padded_random
+    again = bucketed_batches(lengths, 10, torch.Generator().manual_seed(0), pool=10)
+    assert [next(again) for _ in range(50)] == first  # seeded: the same order every time
+
+
+@pytest.mark.parametrize("soft", [True, False])
+def test_probe_start_follows_the_targets_before_any_step(tmp_path, sentiment_split, model_config, soft):
+    """head_init=probe: with no fine-tuning to speak of, the student already predicts its targets."""
+    d = sentiment_split[1]
+    labels = np.random.default_rng(3).integers(0, 2, size=d.num_rows)
+    targets = softmax(np.eye(2)[labels] * 3.0, 2.0).astype(np.float32) if soft else labels
+    agreement = {}
+    for init in ("probe", "random"):
+        cfg = DistillConfig(max_steps=1, learning_rate=1e-9, head_init=init, batch_size=8)
+        record = distill(d, targets, ["negative", "positive"], model_config, cfg, tmp_path / init, soft=soft)
+        metrics, _ = evaluate(tmp_path / init, d.set_column(3, "label", pa.array(
+            [["negative", "positive"][i] for i in labels])), model_config)
+        assert record["agreement"] == pytest.approx(metrics["accuracy"])
+        agreement[init] = metrics["accuracy"]
+    assert agreement["probe"] >= 0.9 > agreement["random"]
+
+
+def test_a_slowed_down_distillation_writes_the_same_classifier(tmp_path, sentiment_split, soft_targets,
+                                                                model_config):
+    """Timings stay out of the artifact: a busy machine (sleeping at every step) gets identical bytes."""
+    import time
+
+    from pet_core.artifacts import sha256_path
+    from pet_core.callbacks import Callback
+
+    class Slow(Callback):
+        def on_progress(self, stage, done, total, **metrics):
+            time.sleep(0.05)
+
+    cfg = FAST.model_copy(update={"max_steps": 4})
+    fast = distill(sentiment_split[1], soft_targets, ["negative", "positive"], model_config, cfg, tmp_path / "f")
+    slow = distill(sentiment_split[1], soft_targets, ["negative", "positive"], model_config, cfg, tmp_path / "s",
+                   callbacks=[Slow()])
+    assert fast == slow and "wall_s" not in fast
+    assert sha256_path(tmp_path / "f") == sha256_path(tmp_path / "s")

@@ -78,3 +78,22 @@ def test_metrics_agree_with_a_direct_computation(pairs):
         f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
     assert m["per_class_f1"] == pytest.approx(dict(zip(names, f1s, strict=True)))
     assert m["macro_f1"] == pytest.approx(np.mean(f1s))
+
+
+def test_comparison_warns_when_the_student_falls_below_its_teacher():
+    from pet_core.metrics import comparison, comparison_markdown
+
+    result = comparison({"T": {"baseline": 0.9, "ensemble": 1.0, "final": 1.0},
+                         "test": {"baseline": 0.55, "ensemble": 0.80, "final": 0.70}})
+    assert [r["split"] for r in result["rows"]] == ["T", "test"]
+    assert len(result["warnings"]) == 1
+    assert "70.0%" in result["warnings"][0] and "80.0%" in result["warnings"][0] and "test" in result["warnings"][0]
+    table = comparison_markdown(result)
+    assert "| test | 55.0% | 80.0% | 70.0% |" in table and "Warning" in table
+
+
+def test_comparison_within_tolerance_or_missing_values_is_quiet():
+    from pet_core.metrics import comparison
+
+    assert comparison({"test": {"ensemble": 0.80, "final": 0.785}})["warnings"] == []
+    assert comparison({"T": {"baseline": 0.7, "ensemble": None, "final": 0.5}})["warnings"] == []

@@ -23,8 +23,11 @@ from reliability._pipeline_support import call_names, comparable_summary, leftov
 
 PET_STAGES = {
     "prepare", "train g0-p0-s1", "train g0-p1-s1", "score g0-p0-s1 on unlabeled", "score g0-p0-s1 on test",
-    "score g0-p1-s1 on unlabeled", "score g0-p1-s1 on test", "merge", "distill", "evaluate",
+    "score g0-p1-s1 on unlabeled", "score g0-p1-s1 on test", "merge", "distill", "evaluate distill on test",
 }
+# the final classifier against its teacher on T: the last generation's models and the classifier scored on T
+COMPARE_G0 = {"score g0-p0-s1 on labeled", "score g0-p1-s1 on labeled", "evaluate distill on labeled"}
+FINAL = {"merge", "distill", "evaluate distill on test", "evaluate distill on labeled"}
 
 
 def run_spied(config):
@@ -88,11 +91,11 @@ def ipet(model_deleted, config):
 
 # -- the first run ---------------------------------------------------------------------------------------------
 def test_first_run_writes_every_stage(first, work):
-    assert set(first["names"]) == PET_STAGES
+    assert set(first["names"]) == PET_STAGES | COMPARE_G0
     assert not any(first["names"].values()), "a fresh store has no cache hits"
     entries = store_entries(work["store"])
     assert {k: len(v) for k, v in entries.items()} == {
-        "prepare": 1, "train": 2, "score": 4, "merge": 1, "distill": 1, "evaluate": 1}
+        "prepare": 1, "train": 2, "score": 6, "merge": 1, "distill": 1, "evaluate": 2}
     assert leftovers(work["store"]) == [], "no temp files or directories remain"
     store = ArtifactStore(work["store"])
     for call in first["calls"]:
@@ -129,7 +132,7 @@ def test_summary_has_per_model_ensemble_and_final_metrics(first):
 
 # -- an identical rerun --------------------------------------------------------------------------------------
 def test_second_run_is_all_cache_hits_and_identical(first, second, work):
-    assert set(second["names"]) == PET_STAGES
+    assert set(second["names"]) == PET_STAGES | COMPARE_G0
     assert all(second["names"].values()), {k: v for k, v in second["names"].items() if not v}
     assert [r.to_dict() for r in second["result"].records] == [r.to_dict() for r in first["result"].records]
     assert comparable_summary(second["summary"]) == comparable_summary(first["summary"])
@@ -144,9 +147,9 @@ def test_second_run_is_fast(first, second):
 # -- a changed distill section ---------------------------------------------------------------------------------
 def test_changing_distill_steps_reruns_only_distill_and_evaluate(distill_changed, first):
     names = distill_changed["names"]
-    assert set(names) == PET_STAGES
+    assert set(names) == PET_STAGES | COMPARE_G0
     rerun = sorted(k for k, cached in names.items() if not cached)
-    assert rerun == ["distill", "evaluate"]
+    assert rerun == ["distill", "evaluate distill on labeled", "evaluate distill on test"]
     assert distill_changed["result"].classifier.info["steps"] == 2
     assert distill_changed["summary"]["generations"] == first["summary"]["generations"]
 
@@ -163,7 +166,7 @@ def test_deleting_one_model_reruns_it_and_only_what_depends_on_it(model_deleted)
     model_changed = now["train p0"].outputs["model"] != model_deleted["victim"].out("model").sha256
     assert names["score g0-p0-s1 on unlabeled"] is (not model_changed)
     assert names["score g0-p0-s1 on test"] is (not model_changed)
-    for stage in ("merge", "distill", "evaluate"):
+    for stage in ("merge", "distill"):
         assert names[stage] is (now[stage].key in before), stage
     assert Path(model_deleted["result"].generations[0].trained[0].out("model").path).is_dir()
 
@@ -176,10 +179,10 @@ def test_deleting_one_model_gives_the_same_metrics(model_deleted, first):
 # -- iPET ----------------------------------------------------------------------------------------------------------
 def test_ipet_reuses_generation_zero_and_adds_one_generation(ipet):
     names = ipet["names"]
-    for name in PET_STAGES - {"merge", "distill", "evaluate"}:
+    for name in PET_STAGES - FINAL:
         assert names[name] is True, f"{name} is shared with the PET run"
     for name in ("ipet g1", "train g1-p0-s1", "train g1-p1-s1", "score g1-p0-s1 on unlabeled",
-                 "score g1-p1-s1 on test", "merge", "distill", "evaluate"):
+                 "score g1-p1-s1 on test", "score g1-p1-s1 on labeled", *FINAL):
         assert names[name] is False, name
     result = ipet["result"]
     assert [g.index for g in result.generations] == [0, 1]
@@ -211,3 +214,29 @@ def test_ipet_generations_default_from_labeled_size(config):
 
     assert IpetConfig().num_generations(6) == 4
     assert IpetConfig().num_generations(0) == 5 and IpetConfig(generations=1).num_generations(6) == 1
+
+
+# -- what PET bought: baseline, ensemble and final classifier side by side ---------------------------------------
+def test_final_classifier_on_t_is_reported_next_to_the_ensemble(first):
+    result, summary = first["result"], first["summary"]
+    rows = {r["split"]: r for r in summary["comparison"]["rows"]}
+    assert set(rows) == {"T", "test"} and rows["T"]["baseline"] is None  # baseline off in this config
+    assert rows["test"]["ensemble"] == summary["generations"][-1]["ensemble"]["accuracy"]
+    assert rows["test"]["final"] == summary["final"]["accuracy"]
+    on_t = next(r for r in result.records if r.stage == "evaluate"
+                and r.key != result.evaluation.key)
+    assert rows["T"]["final"] == on_t.info["accuracy"]
+    gap = [s for s, r in rows.items() if r["final"] < r["ensemble"] - 0.02]
+    assert len(summary["comparison"]["warnings"]) == len(gap)
+    assert all(f"on {s}:" in w for s, w in zip(gap, summary["comparison"]["warnings"], strict=True))
+
+
+def test_baseline_trains_only_the_supervised_classifier_on_top(first, config):
+    result, names, _, _ = run_spied(config.with_updates({"baseline": True}))
+    new = sorted(k for k, cached in names.items() if not cached)
+    assert new == ["evaluate supervised on labeled", "evaluate supervised on test", "supervised"]
+    rows = {r["split"]: r for r in result.comparison["rows"]}
+    baseline = next(r for r in result.records if r.stage == "supervised")
+    assert baseline.info["n_train"] == result.prepared.info["labeled"]["rows"]
+    assert 0 <= rows["test"]["baseline"] <= 1 and 0 <= rows["T"]["baseline"] <= 1
+    assert {k: rows[k]["final"] for k in rows} == {r["split"]: r["final"] for r in first["result"].comparison["rows"]}

@@ -23,7 +23,7 @@ from _petcore_support import SENTIMENT_SPEC, Recorder
 
 TRAIN = TrainConfig(max_steps=3, batch_size=4, grad_accumulation=1, learning_rate=1e-3, score_batch_size=16)
 SCORE = ScoreConfig(batch_size=16, chunk_rows=7)  # several chunks per table
-DISTILL = DistillConfig(max_steps=3, batch_size=4, learning_rate=1e-3, eval_batch_size=16)
+DISTILL = DistillConfig(max_steps=3, batch_size=4, learning_rate=1e-3, eval_batch_size=16, include_labeled=False)
 GRID = ((0, 1), (1, 1))
 
 
@@ -261,7 +261,7 @@ def test_distill_supervised_and_evaluate(run, sentiment_spec):
         clf = Path(record.out("classifier").path)
         assert (clf / "model.safetensors").is_file() and (clf / "config.json").is_file()
         assert record.info["steps"] == DISTILL.max_steps and record.info["labels"] == sentiment_spec.label_names
-    assert run["classifier"].info["n_train"] == 16, "include_labeled=False by default: D only"
+    assert run["classifier"].info["n_train"] == 16, "include_labeled=False: D only"
     assert run["classifier"].info["stage"] == "distill" and run["baseline"].info["stage"] == "supervised"
     assert run["baseline"].info["n_train"] == 8
     evaluation = run["evaluation"]

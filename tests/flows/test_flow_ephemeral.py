@@ -24,7 +24,9 @@ def test_cli_run_in_ephemeral_mode_starts_one_server_and_reruns_cached(tmp_path,
         assert proc.returncode == 0, f"{attempt} run failed:\n{output[-3000:]}"
         # the CLI starts the server early (overlapping the config checks); the flow must reuse it
         assert output.count("Starting temporary server") == 1, output[-3000:]
-        assert "final classifier, test accuracy" in proc.stdout
+        assert "final classifier" in proc.stdout and "on test" in proc.stdout and "on T" in proc.stdout
+        run_line = next(line for line in proc.stdout.splitlines() if line.startswith("run directory: "))
+        assert Path(run_line.removeprefix("run directory: ")).is_dir()  # printed in full, never cut
         run_dir = max((tmp_path / "runs").glob("tiny-ephemeral-*"), key=lambda p: p.stat().st_mtime)
         manifests.append(json.loads((run_dir / "manifest.json").read_text()))
     assert (tmp_path / "prefect-home" / "prefect.db").is_file()  # runs are browsable later with `petflow server`

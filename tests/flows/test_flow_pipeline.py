@@ -11,7 +11,9 @@ from _flow_support import read_run, run_artifacts, stage_flags, task_run_states
 from flows.pipeline import pipeline
 
 PET_STAGES = {"prepare", "train g0-p0-s1", "train g0-p1-s1", "score g0-p0-s1 on D", "score g0-p0-s1 on test",
-              "score g0-p1-s1 on D", "score g0-p1-s1 on test", "merge g0", "distill", "evaluate"}
+              "score g0-p1-s1 on D", "score g0-p1-s1 on test", "merge g0", "distill", "evaluate",
+              # the final classifier next to its teacher on T (baseline off in the tiny configs)
+              "score g0-p0-s1 on T", "score g0-p1-s1 on T", "evaluate final on T"}
 
 
 def test_pet_pipeline_writes_run_dir_metrics_and_artifacts(pet_run):
@@ -36,6 +38,9 @@ def test_pet_pipeline_writes_run_dir_metrics_and_artifacts(pet_run):
             "tiny-pet-soft-labels", "tiny-pet-predictions", "tiny-pet-labeled-parquet"} <= keys
     summary = next(a for a in artifacts if a.key == "tiny-pet-summary")
     assert "Confusion matrix" in summary.data and "accuracy" in summary.data
+    assert "| T |" in summary.data and "| test |" in summary.data  # final classifier next to the ensemble
+    assert [r["split"] for r in metrics["comparison"]["rows"]] == ["T", "test"]
+    assert metrics["comparison"]["rows"][1]["final"] == metrics["test"]["accuracy"]
     assert sum(1 for a in artifacts if a.type == "progress") >= 4  # training and scoring progress
     link = next(a for a in artifacts if a.key == "tiny-pet-soft-labels")
     assert "file://" in link.data
@@ -49,7 +54,7 @@ def test_rerun_takes_every_stage_from_the_store(pet_run):
     manifest, metrics = read_run(second)
     assert all(stage_flags(manifest).values()), stage_flags(manifest)
     assert metrics == read_run(first)[1]
-    states = task_run_states(manifest["flow_run_id"], expect=len(PET_STAGES) + 5)  # + validate, 3 reports, accuracy
+    states = task_run_states(manifest["flow_run_id"], expect=len(PET_STAGES) + 6)  # + validate, 3 reports, 2 accuracies
     assert states["train-g0-p0-s1"] == "Cached"
     assert sum(1 for state in states.values() if state == "Cached") == len(PET_STAGES), states
     print(f"\ntiny PET pipeline: first run {first_s:.1f} s, cached rerun {second_s:.1f} s")
@@ -64,7 +69,7 @@ def test_deleted_model_reruns_only_it_and_its_dependents(pet_run):
     manifest, _ = read_run(pipeline(str(config)))
     rerun = {name for name, cached in stage_flags(manifest).items() if not cached}
     dependents = {"train g0-p0-s1", "score g0-p0-s1 on D", "score g0-p0-s1 on test", "merge g0", "distill",
-                  "evaluate"}
+                  "evaluate", "score g0-p0-s1 on T", "evaluate final on T"}
     assert "train g0-p0-s1" in rerun
     assert rerun <= dependents, rerun - dependents
     keys = {s["name"]: s["key"] for s in manifest["stages"]}

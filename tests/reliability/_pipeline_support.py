@@ -61,12 +61,16 @@ def call_names(calls: list[StageCall], prepared_outputs: dict[str, str] | None =
     by_sha = {sha: name for name, sha in (prepared_outputs or {}).items()}
     names: dict[str, bool] = {}
     for call in calls:
+        if call.stage in ("distill", "supervised"):
+            by_sha[call.outputs["classifier"]] = call.stage
         if call.stage == "train":
             name = f"train g{call.config['generation']}-p{call.config['pattern']}-s{call.config['seed']}"
         elif call.stage == "score":
             name = f"score {call.info['model_id']} on {by_sha.get(call.inputs['examples'], '?')}"
         elif call.stage == "ipet":
             name = f"ipet g{call.config['generation']}"
+        elif call.stage == "evaluate":
+            name = f"evaluate {by_sha.get(call.inputs['classifier'], '?')} on {by_sha.get(call.inputs['test'], '?')}"
         else:
             name = call.stage
         assert name not in names, f"stage {name} ran twice in one pipeline run"

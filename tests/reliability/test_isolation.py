@@ -79,10 +79,11 @@ def test_every_run_finished_with_its_own_models(concurrent):
 
 
 def test_one_valid_entry_per_stage_and_no_leftovers(concurrent):
-    """Twins: 1 prepare, 2 train, 4 score, 1 merge/distill/evaluate; the other config adds its own, minus prepare."""
+    """Twins: 1 prepare, 2 train, 6 score (D, test, T), 1 merge/distill, 2 evaluate (test, T); the other config
+    adds its own, minus prepare."""
     store = concurrent["store"]
     assert {k: len(v) for k, v in store_entries(store).items()} == {
-        "prepare": 1, "train": 4, "score": 8, "merge": 2, "distill": 2, "evaluate": 2}
+        "prepare": 1, "train": 4, "score": 12, "merge": 2, "distill": 2, "evaluate": 4}
     assert leftovers(store) == [], "temp directories of the losing writers must be cleaned up"
     opened = ArtifactStore(store)
     for stage, keys in store_entries(store).items():
