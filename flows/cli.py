@@ -51,7 +51,13 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
             fail(f"--set expects dotted.key=value, got {pair!r}")
-        overrides[key.strip()] = yaml.safe_load(raw)
+        try:
+            overrides[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            from pet_core.spec import yaml_problem
+
+            fail(f"--set {pair}: the value is not valid YAML {yaml_problem(err).replace('at line 1, ', 'at ')}; "
+                 "fix it (close brackets and quotes) or quote the whole value to pass it as text")
     return overrides
 
 
@@ -89,6 +95,8 @@ def run(config: ConfigArg, set_: SetOpt = None,
             help="Concurrent model stages (threads); default $PETFLOW_WORKERS or 1. Raise it on GPUs.")] = None,
         ) -> None:
     """Run the whole pipeline: validate, prepare, adapt (if configured), PET, iPET (if configured), distill, evaluate."""
+    if workers is not None and workers < 1:
+        fail(f"--workers must be ≥ 1 (got {workers}); leave it out for 1")
     overrides = parse_overrides(set_)
     server = start_ephemeral_server()
     checked_config(config, overrides, show=False)
@@ -178,12 +186,19 @@ def predict(model_dir: Annotated[Path, typer.Argument(help="A distilled classifi
 
     try:
         summary = predict_file(model_dir, input, out, task, {"device": device} if device else None)
-    except Exception as err:  # noqa: BLE001 - any failure becomes one line
+    except (ValueError, FileNotFoundError) as err:  # a wrong folder, file, spec or label set: the user's to fix
+        fail(describe_error(err))
+    except Exception as err:  # noqa: BLE001 - any other failure becomes one line too
         fail(describe_error(err), code=1)
     line = f"wrote {summary['rows']} predictions to {out} ({summary['labels']})"
     if summary.get("accuracy") is not None:
         line += f"; accuracy against the input's labels {summary['accuracy']:.4f}"
-    console.print(line, highlight=False)
+    console.print(line, highlight=False, soft_wrap=True)
+    if summary.get("skipped"):
+        row, value = summary["first_skipped"]
+        errors.print(f"[bold yellow]warning:[/] {summary['skipped']} row(s) of {input} have a label outside the task "
+                     f"spec or none (first: row {row}, {value!r}); they were predicted but left out of the accuracy",
+                     highlight=False, soft_wrap=True)
 
 
 def build_deployment(config: Path, cron: str, overrides: dict[str, Any] | None = None, name: str | None = None,

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any, Self
 
-import yaml
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from pet_core.config import (
     AdaptConfig, DistillConfig, EnsembleConfig, IpetConfig, ModelConfig, ScoreConfig, StageConfig, TrainConfig,
 )
 from pet_core.data import DataSource
-from pet_core.spec import TaskSpec
+from pet_core.spec import TaskSpec, load_yaml_mapping
+
+
+class OverrideError(ValueError):
+    """A ``--set`` override (dotted key) that cannot apply; the message names the key."""
 
 
 class DataConfig(StageConfig):
@@ -78,17 +82,28 @@ class RunConfig(StageConfig):
         return list(self.patterns) if self.patterns is not None else list(range(len(self.task_spec().patterns)))
 
     def with_updates(self, updates: dict[str, Any]) -> RunConfig:
-        """A copy with dotted-key overrides applied, e.g. {'train.max_steps': 10}."""
+        """A copy with dotted-key overrides applied, e.g. {'train.max_steps': 10}.
+
+        Raises OverrideError (one line naming the ``--set`` key) when a key goes through a value that is not
+        a section or the result does not validate.
+        """
         data = self.to_dict()
         for dotted, value in updates.items():
             node = data
             *parents, leaf = dotted.split(".")
-            for part in parents:
+            for depth, part in enumerate(parents):
                 if node.get(part) is None:
                     node[part] = {}
                 node = node[part]
+                if not isinstance(node, dict):
+                    section = ".".join(parents[: depth + 1])
+                    raise OverrideError(f"--set {dotted}: {section} is not a section (it holds {_shown(node)}); "
+                                        f"set it as a whole: --set {section}=VALUE")
             node[leaf] = value
-        return RunConfig.model_validate(data)
+        try:
+            return RunConfig.model_validate(data)
+        except ValidationError as err:
+            raise OverrideError(_blame_overrides(err, updates)) from err
 
     def digest(self) -> str:
         """Short hash of the whole config (names run directories)."""
@@ -98,9 +113,7 @@ class RunConfig(StageConfig):
     def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
         """Load a run config, resolving relative file paths against the YAML's folder."""
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"run config {path} does not exist")
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = load_yaml_mapping(path, "run config", "name:, task:, data:, model:")
         base = path.resolve().parent
         _resolve_paths(raw, base)
         config = cls.model_validate(raw)
@@ -117,14 +130,35 @@ def _local(value: str, base: Path) -> str:
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    """Make relative paths absolute in place; sections of the wrong type are left to validation."""
     if isinstance(raw.get("task"), str):
         raw["task"] = _local(raw["task"], base)
-    for key in ("pool", "test", "unlabeled"):
-        source = (raw.get("data") or {}).get(key)
+    data = raw.get("data")
+    for key in ("pool", "test", "unlabeled") if isinstance(data, dict) else ():
+        source = data.get(key)
         if isinstance(source, dict) and isinstance(source.get("path"), str):
             source["path"] = _local(source["path"], base)
         elif isinstance(source, str):
-            raw["data"][key] = {"path": _local(source, base)}
-    model = raw.get("model") or {}
-    if isinstance(model.get("backbone"), str):
+            data[key] = {"path": _local(source, base)}
+    model = raw.get("model")
+    if isinstance(model, dict) and isinstance(model.get("backbone"), str):
         model["backbone"] = _local(model["backbone"], base)
+
+
+def _shown(value: Any) -> str:
+    """A value as the user would write it after ``--set key=`` (YAML/JSON flow style)."""
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def _blame_overrides(err: ValidationError, updates: dict[str, Any]) -> str:
+    """Pydantic errors after overrides, each blamed on the ``--set`` key whose path it concerns."""
+    parts = []
+    for error in err.errors():
+        loc = [str(x) for x in error["loc"]]
+        msg = error["msg"].removeprefix("Value error, ")
+        keys = [k for k in updates if loc and (loc[: len(k.split("."))] == k.split(".")
+                                                or k.split(".")[: len(loc)] == loc)] or list(updates)
+        where = ".".join(loc)
+        blamed = ", ".join(f"--set {k}={_shown(updates[k])}" for k in keys)
+        parts.append(f"{blamed}: {where + ': ' if where and where not in keys else ''}{msg}")
+    return "; ".join(parts)

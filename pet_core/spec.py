@@ -144,9 +144,50 @@ class TaskSpec(BaseModel):
     def from_yaml(cls, path: str | Path) -> TaskSpec:
         """Load and validate a task spec file."""
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"task spec {path} does not exist")
+        raw = load_yaml_mapping(path, "task spec", "name:, labels:, fields:, patterns:")
         try:
-            return cls.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-        except (ValidationError, yaml.YAMLError) as err:
+            return cls.model_validate(raw)
+        except ValidationError as err:
             raise ValueError(f"task spec {path}: {err}") from err
+
+
+class YamlFileError(ValueError):
+    """A YAML file that is not a readable mapping; the message names the file (and line/column)."""
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """``err`` on one line: where (1-based line/column) and what is wrong, without PyYAML's snippet."""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    where = f"at line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    context, start = getattr(err, "context", None), getattr(err, "context_mark", None)
+    if context and start is not None:
+        problem += f" ({context} that starts at line {start.line + 1}, column {start.column + 1})"
+    if "'\\t'" in problem:
+        problem += "; indent with spaces, not tabs"
+    return where + problem
+
+
+def load_yaml_mapping(path: Path, what: str, keys: str) -> dict[str, Any]:
+    """The top-level mapping of the YAML file ``path`` ({} when empty).
+
+    Raises FileNotFoundError when it is missing and YamlFileError (one line naming ``what`` and the file)
+    when it is a folder, not UTF-8, not YAML, or its top level is not a mapping (``keys`` shows the expected ones).
+    """
+    if path.is_dir():
+        raise YamlFileError(f"{what} {path} is a folder, not a YAML file; pass the YAML file itself")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise YamlFileError(f"{what} {path}: not UTF-8 text (byte {err.start}); save it as UTF-8") from err
+    except yaml.YAMLError as err:
+        raise YamlFileError(f"{what} {path}: invalid YAML {yaml_problem(err)}") from err
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        kind = "a list" if isinstance(raw, list) else f"the single value {str(raw)[:40]!r}"
+        raise YamlFileError(f"{what} {path}: the top level is {kind}, not a mapping; write `key: value` lines "
+                            f"({keys} …)")
+    return raw

@@ -6,6 +6,7 @@ counted (they get truncated), not errors.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,11 +48,21 @@ def _check_backbone(config: RunConfig, report: ValidationReport) -> Any:
 
     from pet_core.backbone import BackboneError, resolve_backbone
 
+    given = Path(config.model.backbone).expanduser()
+    if given.is_file():
+        report.errors.append(f"model.backbone: {given} is a file, not a model folder; give the folder that holds "
+                             "config.json, the weights and the tokenizer files")
+        return None
     try:
         name = resolve_backbone(config.model.backbone)
     except (BackboneError, ValueError) as err:
         report.errors.append(f"model.backbone: {err}")
         return None
+    keys: set[str] | None = set()
+    if Path(name).is_dir():
+        keys = _check_model_files(Path(name), report)
+        if keys is None:
+            return None
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=config.model.trust_remote_code)
         model_config = AutoConfig.from_pretrained(name, trust_remote_code=config.model.trust_remote_code)
@@ -60,20 +71,69 @@ def _check_backbone(config: RunConfig, report: ValidationReport) -> Any:
         return None
     if tokenizer.mask_token_id is None:
         report.errors.append(f"model.backbone {name!r}: tokenizer has no mask token; PET needs a masked LM")
-    if config.adapt is None and Path(name).is_dir():
-        from safetensors import safe_open
-
-        weights = sorted(Path(name).glob("*.safetensors"))
-        keys: set[str] = set()
-        for file in weights:
-            with safe_open(str(file), "pt") as handle:
-                keys.update(handle.keys())
-        if weights and not any(k.startswith(("cls.", "lm_head.", "generator_lm_head", "vocab_", "lm_predictions"))
-                               for k in keys):
-            report.errors.append(f"model.backbone {name!r} has no MLM head weights (a sentence encoder?): "
-                                 "its label scores would be noise; add an `adapt:` section to learn one")
+    if config.adapt is None and keys and not any(
+            k.startswith(("cls.", "lm_head.", "generator_lm_head", "vocab_", "lm_predictions")) for k in keys):
+        report.errors.append(f"model.backbone {name!r} has no MLM head weights (a sentence encoder?): "
+                             "its label scores would be noise; add an `adapt:` section to learn one")
     report.facts["backbone"] = {"name": name, "model_type": model_config.model_type}
     return tokenizer
+
+
+def _check_model_files(folder: Path, report: ValidationReport) -> set[str] | None:
+    """The tensor names of a local backbone's safetensors files; None (and an error) when files are missing
+    or a safetensors file is damaged (its header is read, not its tensors)."""
+    from safetensors import SafetensorError, safe_open
+
+    names = sorted(p.name for p in folder.iterdir())
+    missing = [] if "config.json" in names else ["config.json"]
+    if not any(n.endswith(".safetensors") or (n.startswith("pytorch_model") and n.endswith(".bin")) for n in names):
+        missing.append("the weights, model.safetensors or pytorch_model.bin")
+    if missing:
+        held = f"it holds only {', '.join(names)}" if names else "it is empty"
+        report.errors.append(f"model.backbone {str(folder)!r}: cannot load a model from this folder: it lacks "
+                             f"{' and '.join(missing)} ({held}); copy the whole model folder or re-download it")
+        return None
+    keys: set[str] = set()
+    for file in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), "pt") as handle:
+                keys.update(handle.keys())
+        except (SafetensorError, OSError) as err:
+            report.errors.append(f"model.backbone: {file} is damaged or truncated ({err}); re-download or re-copy it")
+            return None
+    return keys
+
+
+def _check_run_settings(config: RunConfig, n_patterns: int, report: ValidationReport) -> None:
+    """What a run would hit after the data: no pattern selected, a device that is absent, an unusable folder."""
+    if config.patterns is not None and not config.patterns:
+        report.errors.append(f"patterns: [] selects no pattern (the task has {n_patterns}, ids 0-{n_patterns - 1}); "
+                             "list the ids to train or remove `patterns:` to use all")
+    device = config.model.device
+    if device not in ("auto", "cpu"):
+        from pet_core.backbone import BackboneError
+        from pet_core.modeling import resolve_device  # imports torch: only for an explicit accelerator
+
+        try:
+            resolve_device(device)
+        except (BackboneError, RuntimeError) as err:
+            report.errors.append(f"model.device: {' '.join(str(err).split())}; set model.device to auto "
+                                 "(CUDA when present, else CPU) or cpu")
+    for key in ("store", "runs_dir"):
+        problem = _folder_problem(Path(getattr(config, key)).expanduser().absolute())
+        if problem:
+            report.errors.append(f"{key}: {problem}")
+
+
+def _folder_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be used (or created) as a writable folder, or None."""
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        where = "" if existing == path else f" (on the way to {path})"
+        return f"{existing}{where} is a file, not a folder; point it at a folder (it is created if missing)"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable; point it at a folder you can write to"
+    return None
 
 
 def _same_source(a: DataSource, b: DataSource) -> bool:
@@ -91,6 +151,7 @@ def validate(config: RunConfig, check_backbone: bool = True) -> ValidationReport
     except (ValueError, FileNotFoundError) as err:
         report.errors.append(f"task: {err}")
         return report
+    _check_run_settings(config, len(spec.patterns), report)
     tables = {}
     for role in ("pool", "test", "unlabeled"):
         source = getattr(config.data, role)

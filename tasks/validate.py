@@ -16,7 +16,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import ValidationError
 
-from pet_core.run_config import RunConfig
+from pet_core.run_config import OverrideError, RunConfig
+from pet_core.spec import YamlFileError
 from pet_core.validate import validate as core_validate
 from tasks.common import logger
 
@@ -50,8 +51,13 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
     """``RunConfig.from_yaml`` with errors turned into one-line ``InvalidRun`` messages."""
     try:
         return RunConfig.from_yaml(path, overrides)
+    except (OverrideError, YamlFileError) as err:  # already one line naming the file or the --set key
+        raise InvalidRun(describe_error(err)) from err
     except (ValidationError, FileNotFoundError, ValueError) as err:
-        raise InvalidRun(f"run config {path}: {describe_error(err)}") from err
+        message = describe_error(err)
+        if not message.startswith(f"run config {path}"):
+            message = f"run config {path}: {message}"
+        raise InvalidRun(message) from err
 
 
 def check_run(config: RunConfig) -> list[Check]:

@@ -10,7 +10,8 @@ import yaml
 from pydantic import ValidationError
 
 from pet_core.config import AdaptConfig, IpetConfig
-from pet_core.run_config import DataConfig, RunConfig
+from pet_core.run_config import DataConfig, OverrideError, RunConfig
+from pet_core.spec import YamlFileError
 
 from _petcore_support import SENTIMENT_SPEC
 from _run_support import write_yaml
@@ -119,10 +120,46 @@ def test_with_updates_dotted_keys():
 
 def test_with_updates_validates():
     config = RunConfig.model_validate(minimal())
-    with pytest.raises(ValidationError, match=r"train\.max_steps"):
+    with pytest.raises(OverrideError, match=r"^--set train\.max_steps=-1: .*greater than or equal to 1"):
         config.with_updates({"train.max_steps": -1})
-    with pytest.raises(ValidationError, match=r"train\.max_stepz"):
+    with pytest.raises(OverrideError, match=r"^--set train\.max_stepz=3: Extra inputs"):
         config.with_updates({"train.max_stepz": 3})
+
+
+def test_with_updates_blames_the_key_not_the_other_overrides():
+    config = RunConfig.model_validate(minimal())
+    with pytest.raises(OverrideError) as err:
+        config.with_updates({"name": "fine", "train.max_steps": "many"})
+    assert str(err.value).startswith("--set train.max_steps=many: ") and "name" not in str(err.value)
+    with pytest.raises(OverrideError, match=r"--set train\.max_steps\.x: train\.max_steps is not a section"):
+        config.with_updates({"train.max_steps.x": 1})
+    assert isinstance(err.value, ValueError)
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("name: x\nseeds: [1, 2\nmodel: {}\n", "invalid YAML at line 3, column 6: expected ',' or ']'"),
+    ("name: x\ntrain:\n\tmax_steps: 3\n", "invalid YAML at line 3, column 1: found character '\\t'"),
+    ("- name: x\n", "the top level is a list, not a mapping"),
+    ("42\n", "the top level is the single value '42', not a mapping"),
+])
+def test_malformed_yaml_names_the_file_line_and_column(tmp_path, text, fragment):
+    path = tmp_path / "run.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(YamlFileError) as err:
+        RunConfig.from_yaml(path)
+    assert str(err.value).startswith(f"run config {path}: ") and fragment in str(err.value), str(err.value)
+    assert "\n" not in str(err.value) and "<unicode string>" not in str(err.value)
+
+
+def test_config_path_that_is_a_folder(tmp_path):
+    with pytest.raises(YamlFileError, match="is a folder, not a YAML file"):
+        RunConfig.from_yaml(tmp_path)
+
+
+def test_sections_of_the_wrong_type_reach_validation(tmp_path):
+    path = write_yaml(minimal(data="pool.csv", model="org/mlm"), tmp_path / "run.yaml")
+    with pytest.raises(ValidationError, match=r"data\n.*valid dictionary"):
+        RunConfig.from_yaml(path)
 
 
 def test_defaults_and_pattern_ids():

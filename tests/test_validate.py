@@ -195,3 +195,52 @@ def test_several_problems_are_all_reported(make, tmp_path):
 def test_ipet_with_a_single_model_is_an_error(make):
     report = validate(make(patterns=[0], seeds=[1], ipet={"generations": 1}))
     assert any("ipet" in e.lower() and "2 models" in e for e in report.errors), report.errors
+
+
+# -- what a run would hit after the data (issue 18) ----------------------------------------------------------------
+def test_empty_pattern_list_is_an_error(make):
+    error = one(validate(make(patterns=[]), check_backbone=False), r"^patterns: ")
+    assert "selects no pattern" in error and "the task has 2" in error
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_device_without_cuda_is_an_error(make):
+    error = one(validate(make(model={"device": "cuda:0"}), check_backbone=False), r"^model\.device: ")
+    assert "CUDA is not available" in error and "auto" in error
+
+
+def test_unknown_device_is_an_error(make):
+    assert "model.device" in one(validate(make(model={"device": "gpu"}), check_backbone=False), r"^model\.device")
+
+
+@pytest.mark.parametrize("key", ["store", "runs_dir"])
+def test_store_or_runs_dir_that_is_a_file(make, tmp_path, key):
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    config = make().model_copy(update={key: str(tmp_path / "file")})
+    error = one(validate(config, check_backbone=False), rf"^{key}: ")
+    assert f"{tmp_path / 'file'} is a file, not a folder" in error
+
+
+def test_backbone_that_is_a_file(make, tmp_path):
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    error = one(validate(make(model={"backbone": str(tmp_path / "weights.bin")})), r"^model\.backbone")
+    assert "is a file, not a model folder" in error and "does not exist" not in error
+
+
+def test_backbone_folder_without_weights(make, tmp_path, tiny_mlm_dir):
+    import shutil
+
+    folder = tmp_path / "no-weights"
+    shutil.copytree(tiny_mlm_dir, folder, ignore=shutil.ignore_patterns("*.safetensors"))
+    error = one(validate(make(model={"backbone": str(folder)})), r"^model\.backbone")
+    assert "lacks the weights, model.safetensors or pytorch_model.bin" in error and "config.json" in error
+
+
+def test_damaged_safetensors_file(make, tmp_path, tiny_mlm_dir):
+    import shutil
+
+    folder = tmp_path / "damaged"
+    shutil.copytree(tiny_mlm_dir, folder)
+    (folder / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")
+    error = one(validate(make(model={"backbone": str(folder)}, adapt={"max_steps": 2})), r"^model\.backbone")
+    assert str(folder / "model.safetensors") in error and "re-download or re-copy it" in error

@@ -9,6 +9,7 @@ are tested below the matrix.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ from pet_core.store import ArtifactStore, Ref
 from pet_core.validate import ValidationError, validate
 
 from _petcore_support import SENTIMENT_SPEC, TOPIC_SPEC, sentiment_frame
-from _run_support import spec_with, tiny_model_config, tiny_run_config, tiny_run_dict
+from _run_support import spec_with, tiny_model_config, tiny_model_dict, tiny_run_config, tiny_run_dict
 from reliability._pipeline_support import spy_stages
 
 FAST_TRAIN = TrainConfig(max_steps=2, batch_size=4, grad_accumulation=1, learning_rate=1e-3, score_batch_size=16)
@@ -630,3 +631,176 @@ def _labelled(tmp_path: Path, table: pa.Table, d: Ref) -> Ref:
     ids = set(read_table(d.path).column("example_id").to_pylist())
     mask = pa.array([e in ids for e in table.column("example_id").to_pylist()])
     return Ref.of(write_table(table.filter(mask), tmp_path / "d_gold.parquet"))
+
+
+# -- the CLI: one `error:` line on stderr, exit 2, no traceback, nothing written (issue 18) -------------------------
+def cli_error(args: list[str], *fragments: str, work: Path | None = None) -> str:
+    """Run ``petflow ARGS``; assert it fails with one `error:` line holding ``fragments``; return that line.
+
+    ``work``: the folder of the run's store and runs dir, which must stay absent.
+    """
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr, result.exception)
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    missing = [f for f in fragments if f not in lines[0]]
+    assert not missing, f"{lines[0]!r} lacks {missing}"
+    if work is not None:
+        assert not (work / "store").exists() and not (work / "runs").exists(), "a failed command wrote to the store"
+    return lines[0]
+
+
+@pytest.fixture
+def run_yaml(topic_data, tiny_mlm_dir, tmp_path):
+    """``run_yaml(**sections)`` -> a tiny run config YAML on the topic data; store and runs dir under tmp_path.
+
+    A dict in ``sections`` is merged into its section (as in tiny_run_dict), anything else replaces the key.
+    """
+    from _run_support import write_yaml
+
+    def write(name: str = "run.yaml", **sections: Any) -> Path:
+        config = tiny_run_dict(topic_data, Path(tiny_mlm_dir), tmp_path / "store",
+                               **{k: v for k, v in sections.items() if k != "store"})
+        config.update({k: v for k, v in sections.items() if k == "store"})
+        return write_yaml(config, tmp_path / name)
+
+    return write
+
+
+# (case id, YAML text, fragments after the file path)
+BAD_YAML = [
+    ("unclosed-bracket", "name: x\nseeds: [1, 2\ntrain:\n  max_steps: 3\n",
+     ["invalid YAML at line 3, column 6", "expected ',' or ']'", "starts at line 2, column 8"]),
+    ("tab-indent", "name: x\ntrain:\n\tmax_steps: 3\n", ["invalid YAML at line 3, column 1", "not tabs"]),
+    ("top-level-list", "- name: x\n- seeds: [1]\n", ["the top level is a list, not a mapping", "key: value"]),
+    ("top-level-scalar", "just some words\n", ["the top level is the single value 'just some words'"]),
+]
+
+
+@pytest.mark.parametrize(("text", "fragments"), [pytest.param(t, f, id=i) for i, t, f in BAD_YAML])
+def test_malformed_run_config_yaml_is_one_line(text, fragments, tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(text, encoding="utf-8")
+    line = cli_error(["validate", path], f"run config {path}", *fragments, work=tmp_path)
+    assert "<unicode string>" not in line
+
+
+def test_malformed_task_spec_yaml_names_the_spec_file(run_yaml, tmp_path):
+    task = tmp_path / "task.yaml"
+    task.write_text("name: x\nlabels: [\n", encoding="utf-8")
+    cli_error(["validate", run_yaml(task=str(task))], f"task spec {task}: invalid YAML at line 3", work=tmp_path)
+
+
+@pytest.mark.parametrize(("pair", "fragments"), [
+    ("seeds=[1,2", ["--set seeds=[1,2", "not valid YAML at column 5", "expected ',' or ']'"]),
+    ("train.max_steps.x=1", ["--set train.max_steps.x", "train.max_steps is not a section", "it holds 3",
+                             "--set train.max_steps=VALUE"]),
+    ("train.max_steps=abc", ["--set train.max_steps=abc", "valid integer"]),
+    ("seeds=[2, 2]", ["--set seeds=[2, 2]", "seeds must be distinct"]),
+], ids=["unparsable-value", "key-through-a-value", "type-error", "invalid-value"])
+def test_bad_set_override_is_blamed_on_the_set_key(pair, fragments, run_yaml, tmp_path):
+    line = cli_error(["validate", run_yaml(), "--set", pair], *fragments, work=tmp_path)
+    assert "run config" not in line, "a --set mistake is not the config file's"
+
+
+def test_validate_rejects_an_empty_pattern_list(run_yaml, tmp_path):
+    cli_error(["validate", run_yaml(patterns=[])], "patterns: [] selects no pattern", "the task has 2",
+              "remove `patterns:`", work=tmp_path)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_validate_rejects_cuda_on_a_machine_without_it(run_yaml, tmp_path):
+    cli_error(["validate", run_yaml(model={"device": "cuda"})], "model.device", "CUDA is not available",
+              "auto", work=tmp_path)
+
+
+@pytest.mark.parametrize("key", ["store", "runs_dir"])
+def test_validate_rejects_a_store_path_that_is_a_file(key, run_yaml, tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder", encoding="utf-8")
+    cli_error(["validate", run_yaml(**{key: str(blocker)})], f"{key}: {blocker} is a file, not a folder")
+    cli_error(["validate", run_yaml(**{key: str(blocker / "sub")})], f"{key}: {blocker} (on the way to")
+    assert blocker.read_text(encoding="utf-8") == "not a folder"
+
+
+def test_validate_rejects_a_backbone_folder_with_only_config_json(run_yaml, tiny_mlm_dir, tmp_path):
+    folder = tmp_path / "backbone"
+    folder.mkdir()
+    shutil.copy(Path(tiny_mlm_dir) / "config.json", folder)
+    cli_error(["validate", run_yaml(model=tiny_model_dict(folder))], f"model.backbone '{folder}'",
+              "lacks the weights, model.safetensors or pytorch_model.bin", "it holds only config.json", work=tmp_path)
+
+
+def test_validate_reports_a_truncated_safetensors_file(run_yaml, tiny_mlm_dir, tmp_path):
+    folder = tmp_path / "backbone"
+    shutil.copytree(tiny_mlm_dir, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    for adapt in (None, {"max_steps": 2}):  # the header is read with or without an adapt section
+        cli_error(["validate", run_yaml(model=tiny_model_dict(folder), adapt=adapt)], f"model.backbone: {weights}",
+                  "truncated", "re-download or re-copy it", work=tmp_path)
+
+
+def test_backbone_path_that_is_a_file_is_not_called_missing(run_yaml, tmp_path):
+    file = tmp_path / "model.safetensors"
+    file.write_bytes(b"\0" * 16)
+    line = cli_error(["validate", run_yaml(model=tiny_model_dict(file))], f"model.backbone: {file} is a file",
+                     "not a model folder", work=tmp_path)
+    assert "does not exist" not in line
+
+
+def test_config_path_that_is_a_folder_is_not_called_missing(tmp_path):
+    line = cli_error(["validate", tmp_path], f"run config {tmp_path} is a folder, not a YAML file")
+    assert "does not exist" not in line
+
+
+def test_run_rejects_zero_workers(run_yaml, tmp_path):
+    cli_error(["run", run_yaml(), "--workers", "0"], "--workers must be ≥ 1", work=tmp_path)
+
+
+# -- predict ------------------------------------------------------------------------------------------------------
+def test_predict_on_a_pvp_model_names_the_classifier_to_pass(trained_models, sentiment_data, tmp_path):
+    out = tmp_path / "preds.parquet"
+    pvp = trained_models[0].model_dir
+    cli_error(["predict", pvp, sentiment_data / "pool.csv", "--out", out, "--task", sentiment_data / "task.yaml"],
+              f"{pvp} is a PVP model (masked LM)", "pass the classifier: .petflow/runs/<run>/links/classifier")
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def sentiment_classifier(sentiment_examples, tiny_mlm_dir, tmp_path_factory) -> Path:
+    """A sequence classifier of the sentiment task, distilled for two steps from gold labels."""
+    from pet_core.distill import distill
+
+    names = ["negative", "positive"]
+    train = sentiment_examples.slice(0, 8)
+    targets = np.array([names.index(x) for x in train.column("label").to_pylist()])
+    out = tmp_path_factory.mktemp("classifier") / "classifier"
+    distill(train, targets, names, tiny_model_config(tiny_mlm_dir), DistillConfig(max_steps=2, batch_size=4),
+            out, soft=False)
+    return out
+
+
+def test_predict_with_a_label_outside_the_spec_predicts_every_row(sentiment_classifier, sentiment_data, tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    rows = (sentiment_data / "pool.csv").read_text(encoding="utf-8").splitlines()
+    rows[5] = rows[5].rsplit(",", 1)[0] + ",7"  # data row 4: a label the spec does not know
+    data = tmp_path / "input.csv"
+    data.write_text("\n".join(rows[:11]) + "\n", encoding="utf-8")
+    out = tmp_path / "preds.parquet"
+    result = CliRunner().invoke(app, ["predict", str(sentiment_classifier), str(data), "--out", str(out),
+                                      "--task", str(sentiment_data / "task.yaml")])
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert read_table(out).num_rows == 10
+    assert "wrote 10 predictions" in result.stdout and "accuracy against the input's labels" in result.stdout
+    warnings = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: 1 row(s)"), result.stderr
+    assert "row 4, '7'" in warnings[0] and "left out of the accuracy" in warnings[0]
