@@ -12,8 +12,21 @@ class BackboneError(ValueError):
     """The backbone cannot be used as configured (missing path, no MLM head, ...)."""
 
 
+DEFAULT_BACKBONE = "petflow:minilm-l6-mlm"
+
+
 def resolve_backbone(name: str) -> str:
-    """A local directory as a string, or a hub name left as is; a missing local path is an error."""
+    """A local directory as a string, or a hub name left as is; a missing local path is an error.
+
+    ``petflow:minilm-l6-mlm`` (the offline default) resolves to a cached directory built from the PyPI
+    encoder and the adapter shipped in ``pet_core/default_backbone/`` (see ``pet_core.default_backbone``).
+    """
+    if name == DEFAULT_BACKBONE:
+        from pet_core.default_backbone import materialise
+
+        return str(materialise())
+    if name.startswith("petflow:"):
+        raise BackboneError(f"unknown backbone {name!r}; the petflow: backbones are: {DEFAULT_BACKBONE}")
     if name.startswith("pkg:"):
         from pet_core.data import resolve_path
 
