@@ -8,7 +8,6 @@ costly as the encoder itself when run everywhere.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, P
 
 from pet_core.backbone import BackboneError, resolve_backbone
 from pet_core.config import ModelConfig, Precision
+from pet_core.memory import configure_allocator, release_memory
 from pet_core.pvp import Encoded
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,7 @@ class MaskedLM:
     def load(cls, config: ModelConfig, source: str | None = None, require_head: bool = True) -> MaskedLM:
         """Load the backbone (or ``source``, e.g. a fine-tuned PVP model directory)."""
         name = resolve_backbone(source or config.backbone)
+        configure_allocator()
         try:
             tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=config.trust_remote_code)
             model, info = AutoModelForMaskedLM.from_pretrained(
@@ -171,12 +172,11 @@ class MaskedLM:
         self.tokenizer.save_pretrained(out_dir)
 
     def release(self) -> None:
-        """Free the model's memory (GPU memory too) before the next stage."""
-        self.model.to("cpu")
-        del self.model
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        """Drop the model (and the head list, which holds the tied decoder) and return the freed memory to
+        the OS (glibc heap, CUDA cache) before the next stage. Idempotent."""
+        self.__dict__.pop("model", None)
+        self.head = []
+        release_memory()
 
 
 def label_scores(vocab_logits: torch.Tensor, token_ids: list[int], owner: list[int], n_labels: int) -> torch.Tensor:

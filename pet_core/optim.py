@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
+from pet_core.memory import configure_allocator
 from pet_core.modeling import Batch, MaskedLM
 
 
@@ -31,7 +32,12 @@ def build_optimizer(
     model: nn.Module, lr: float, weight_decay: float, eps: float, total_steps: int, warmup_steps: int,
     param_lrs: dict[int, float] | None = None,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW without decay on biases and LayerNorm weights, with a linear schedule."""
+    """AdamW without decay on biases and LayerNorm weights, with a linear schedule.
+
+    Also pins glibc's mmap threshold (``pet_core.memory.configure_allocator``) before the training loop
+    allocates its first activations, so every trainer (PVP models, adapt, distill) gets it.
+    """
+    configure_allocator()
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if param.requires_grad:
