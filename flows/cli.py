@@ -76,6 +76,10 @@ def checked_config(path: Path, overrides: dict[str, Any], show: bool):
             kind = "[red]error[/]" if not check.ok else "[yellow]warning[/]" if check.name == "warning" else check.name
             table.add_row(kind, check.detail)
         console.print(table)
+    else:  # petflow run skips the flow's validate task (see flows.pipeline): its warnings are shown here
+        for check in checks:
+            if check.name == "warning" and check.ok:
+                errors.print(f"[bold yellow]warning:[/] {check.detail}", highlight=False, soft_wrap=True)
     failed = [" ".join(c.detail.split()) for c in checks if not c.ok]
     if failed:
         fail("invalid run config: " + "; ".join(failed))
@@ -110,7 +114,7 @@ def run(config: ConfigArg, set_: SetOpt = None,
     from tasks.validate import describe_error
 
     try:
-        result = pipeline(str(config), overrides or None)
+        result = pipeline(str(config), overrides or None, checked=True)
     except Exception as err:  # noqa: BLE001 - the flow run's log has the traceback
         fail(f"run failed: {describe_error(err)}", code=1)
     print_summary(result)

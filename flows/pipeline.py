@@ -29,15 +29,19 @@ from tasks.validate import load_config, validate
 
 
 @flow(name="petflow")
-def pipeline(config_path: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def pipeline(config_path: str, overrides: dict[str, Any] | None = None, checked: bool = False) -> dict[str, Any]:
     """Run the config at ``config_path`` (``overrides``: dotted keys, e.g. {"train.max_steps": 10}).
+
+    ``checked``: the caller has just run the same checks (``petflow run`` does, before Prefect starts), so
+    the validate task is skipped; deployments and other callers leave it False.
 
     Returns {run_dir, metrics}; the run directory holds manifest.json, metrics.json and report.md.
     """
     started = time.time()
     config = load_config(config_path, overrides)
     digest = config.digest()
-    validate.submit(config).result()
+    if not checked:
+        validate.submit(config).result()
     spec = config.task_spec()
     config = config.model_copy(update={"task": spec, "store": str(Path(config.store).expanduser().resolve())})
     store = config.store

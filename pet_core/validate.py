@@ -205,6 +205,9 @@ def validate(config: RunConfig, check_backbone: bool = True) -> ValidationReport
     return report
 
 
+TRUNCATION_SAMPLE = 200  # texts per pattern tokenized to count truncation: a share, not a census
+
+
 def _check_patterns(config: RunConfig, spec: Any, tokenizer: Any, pool: Any, report: ValidationReport) -> None:
     from pet_core.pvp import PVP
 
@@ -215,7 +218,7 @@ def _check_patterns(config: RunConfig, spec: Any, tokenizer: Any, pool: Any, rep
             report.errors.append(f"pattern {pattern}: {err}")
             continue
         if pool is not None and pool.num_rows:
-            sample = pool.slice(0, min(pool.num_rows, 2000))
+            sample = pool.slice(0, min(pool.num_rows, TRUNCATION_SAMPLE))
             encoded = pvp.encode_texts(sample.column("a").to_pylist(), sample.column("b").to_pylist())
             cut = sum(1 for e in encoded if e.truncated)
             if cut:

@@ -24,6 +24,8 @@ def test_cli_run_in_ephemeral_mode_starts_one_server_and_reruns_cached(tmp_path,
         assert proc.returncode == 0, f"{attempt} run failed:\n{output[-3000:]}"
         # the CLI starts the server early (overlapping the config checks); the flow must reuse it
         assert output.count("Starting temporary server") == 1, output[-3000:]
+        # the CLI validated before Prefect started: the flow does not run the same checks again
+        assert "Task run 'validate" not in output, output[-3000:]
         assert "final classifier" in proc.stdout and "on test" in proc.stdout and "on T" in proc.stdout
         run_line = next(line for line in proc.stdout.splitlines() if line.startswith("run directory: "))
         assert Path(run_line.removeprefix("run directory: ")).is_dir()  # printed in full, never cut
