@@ -120,7 +120,7 @@ class HeadInit(str, enum.Enum):
 class DistillConfig(StageConfig):
     """Training the final sequence classifier on D with the ensemble's soft labels (and the baseline on T)."""
 
-    epochs: float = Field(default=8.0, gt=0, description="Passes over the training set; the step count is "
+    epochs: float = Field(default=4.0, gt=0, description="Passes over the training set; the step count is "
                           "ceil(epochs·n / (batch_size·grad_accumulation)), within [min_steps, max_steps].")
     min_steps: int = Field(default=30, ge=1, description="At least this many steps, however small the set.")
     max_steps: int = Field(default=5000, ge=1, description="At most this many steps (the paper's budget).")
