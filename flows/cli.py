@@ -104,14 +104,18 @@ def run(config: ConfigArg, set_: SetOpt = None,
     overrides = parse_overrides(set_)
     server = start_ephemeral_server()
     checked_config(config, overrides, show=False)
+    # Imported while the server starts (it runs in a subprocess): the stages' torch/transformers imports
+    # would otherwise follow the server's start instead of overlapping it.
+    import pet_core.stages  # noqa: F401
+    from flows.pipeline import pipeline
+    from tasks.validate import describe_error
+
     if server is not None:
         server.join()
     if workers is not None:
         from flows.pet import WORKERS_ENV
 
         os.environ[WORKERS_ENV] = str(workers)
-    from flows.pipeline import pipeline
-    from tasks.validate import describe_error
 
     try:
         result = pipeline(str(config), overrides or None, checked=True)

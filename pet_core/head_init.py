@@ -37,8 +37,9 @@ def layer_inputs(model: nn.Module, layer: nn.Linear, batches: Iterable[Callable[
     was_training = model.training
     model.eval()
     try:
-        for forward in batches:
-            forward()
+        with torch.no_grad():  # features only: no autograd graph kept alive during the pass
+            for forward in batches:
+                forward()
     finally:
         handle.remove()
         model.train(was_training)
