@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import transformers
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -55,9 +56,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-steps", type=int, default=100)
     parser.add_argument("--learning-rate", type=float, default=1e-5)
     parser.add_argument("--unlabeled-ratio", type=int, default=1)
-    parser.add_argument("--distill-steps", type=int, default=125)
+    parser.add_argument("--distill-steps", type=int, default=None,
+                        help="Fixed distillation steps; default: the config's epochs-based budget.")
     parser.add_argument("--distill-lr", type=float, default=5e-5)
-    parser.add_argument("--supervised-steps", type=int, default=100)
+    parser.add_argument("--supervised-steps", type=int, default=None,
+                        help="Fixed supervised-baseline steps; default: the config's epochs-based budget.")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="Dotted run-config override (YAML value), e.g. distill.head_init=random; repeatable.")
     parser.add_argument("--ipet-generations", type=int, default=None)
     parser.add_argument("--max-seq-length", type=int, default=128)
     parser.add_argument("--precision", default="auto")
@@ -88,10 +93,16 @@ def run_config(args: argparse.Namespace, n_labeled: int, seed: int, ipet: bool) 
         adapt=adapt,
         train=TrainConfig(max_steps=args.train_steps, grad_accumulation=1, learning_rate=args.learning_rate,
                           unlabeled_ratio=args.unlabeled_ratio),
-        distill=DistillConfig(max_steps=args.distill_steps, learning_rate=args.distill_lr),
+        distill=DistillConfig(learning_rate=args.distill_lr, **fixed_steps(args.distill_steps)),
         ipet=IpetConfig(generations=args.ipet_generations) if ipet else None,
+        baseline=False,  # the supervised method below is this benchmark's baseline
         store=args.store,
-    )
+    ).with_updates({k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.overrides)})
+
+
+def fixed_steps(steps: int | None) -> dict[str, int]:
+    """DistillConfig fields for exactly ``steps`` steps, or none (the epochs-based budget)."""
+    return {} if steps is None else {"min_steps": steps, "max_steps": steps}
 
 
 def supervised(args: argparse.Namespace, config: RunConfig) -> dict[str, Any]:
@@ -100,12 +111,12 @@ def supervised(args: argparse.Namespace, config: RunConfig) -> dict[str, Any]:
     spec = config.task_spec()
     store = ArtifactStore(config.store)
     prepared = stages.prepare(store, spec, config.data)
-    cfg = DistillConfig(max_steps=args.supervised_steps, batch_size=min(16, max(config.data.n_labeled, 1)),
-                        learning_rate=args.distill_lr)
+    cfg = config.distill.model_copy(update={"batch_size": min(16, max(config.data.n_labeled, 1)),
+                                           **fixed_steps(args.supervised_steps)})
     clf = stages.supervised(store, spec, config.model, cfg, prepared.out("labeled"), seed=config.data.seed)
     metrics = stages.read_json_output(stages.evaluate(store, spec, config.model, clf.out("classifier"),
                                                       prepared.out("test")), "metrics")
-    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "steps": args.supervised_steps,
+    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "steps": clf.info["steps"],
             "learning_rate": args.distill_lr, "wall_s": round(time.perf_counter() - started, 2)}
 
 
