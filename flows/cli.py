@@ -104,9 +104,8 @@ def run(config: ConfigArg, set_: SetOpt = None,
     overrides = parse_overrides(set_)
     server = start_ephemeral_server()
     checked_config(config, overrides, show=False)
-    # Imported while the server starts (it runs in a subprocess): the stages' torch/transformers imports
-    # would otherwise follow the server's start instead of overlapping it.
-    import pet_core.stages  # noqa: F401
+    # Imported while the server starts (it runs in a subprocess) rather than after it. Model code (torch
+    # models, transformers' model classes) is imported only by a stage that is not in the store.
     from flows.pipeline import pipeline
     from tasks.validate import describe_error
 

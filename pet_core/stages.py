@@ -113,9 +113,9 @@ def prepare(store: ArtifactStore, spec: TaskSpec, data: Any) -> StageRecord:
 def adapt(store: ArtifactStore, model: ModelConfig, config: AdaptConfig, unlabeled: Ref,
           callbacks: Sequence[Callback] = ()) -> StageRecord:
     """Continue MLM training of the backbone on D; output the adapted backbone directory."""
-    from pet_core.adapt import adapt_backbone
-
     def build(tmp: Path) -> tuple[dict[str, str], dict[str, Any]]:
+        from pet_core.adapt import adapt_backbone
+
         info = adapt_backbone(model, config, read_table(unlabeled.verify().path), tmp / "backbone",
                               callbacks=list(callbacks))
         return {"backbone": "backbone"}, info
@@ -128,9 +128,9 @@ def train(store: ArtifactStore, spec: TaskSpec, model: ModelConfig, config: Trai
           seed: int, generation: int, labeled: Ref, unlabeled: Ref | None,
           callbacks: Sequence[Callback] = ()) -> StageRecord:
     """Train one PVP model; output its directory, info = its TrainResult (pre-train accuracy etc.)."""
-    from pet_core.training import model_id, train_pvp
-
     def build(tmp: Path) -> tuple[dict[str, str], dict[str, Any]]:
+        from pet_core.training import model_id, train_pvp
+
         result = train_pvp(spec, pattern, model_seed(seed, pattern, generation), read_table(labeled.verify().path),
                            read_table(unlabeled.verify().path) if unlabeled else None, model, config,
                            tmp / "model", generation=generation, callbacks=list(callbacks),
@@ -148,9 +148,9 @@ def train(store: ArtifactStore, spec: TaskSpec, model: ModelConfig, config: Trai
 def score(store: ArtifactStore, spec: TaskSpec, model: ModelConfig, config: ScoreConfig, pvp_model: Ref,
           examples: Ref, callbacks: Sequence[Callback] = ()) -> StageRecord:
     """Label logits of a trained PVP model on an example table."""
-    from pet_core.scoring import score as score_table
-
     def build(tmp: Path) -> tuple[dict[str, str], dict[str, Any]]:
+        from pet_core.scoring import score as score_table
+
         summary = score_table(spec, pvp_model.verify().path, examples.verify().path, tmp / "logits.parquet",
                               model, config, callbacks=list(callbacks))
         return {"logits": "logits.parquet"}, summary
@@ -180,9 +180,9 @@ def next_generation(store: ArtifactStore, spec: TaskSpec, config: IpetConfig, la
                     logits: Sequence[Ref], accuracies: Sequence[float | None], generation: int,
                     seed: int) -> StageRecord:
     """iPET: one new training set per model of the previous generation (outputs ``train_<i>``)."""
-    from pet_core.ipet import next_generation as build_sets
-
     def build(tmp: Path) -> tuple[dict[str, str], dict[str, Any]]:
+        from pet_core.ipet import next_generation as build_sets
+
         sets = build_sets(read_table(labeled.verify().path), read_table(unlabeled.verify().path),
                           [r.verify().path for r in logits], accuracies, generation, config,
                           spec.label_names, seed)
@@ -202,11 +202,11 @@ def distill(store: ArtifactStore, spec: TaskSpec, model: ModelConfig, config: Di
             soft_labels: Ref, labeled: Ref | None = None, seed: int = 0,
             callbacks: Sequence[Callback] = ()) -> StageRecord:
     """Train the final classifier on D (optionally T ∪ D) with the ensemble's soft labels."""
-    import pyarrow as pa
-
-    from pet_core.distill import distill as fit, distillation_targets
-
     def build(tmp: Path) -> tuple[dict[str, str], dict[str, Any]]:
+        import pyarrow as pa
+
+        from pet_core.distill import distill as fit, distillation_targets
+
         d = read_table(unlabeled.verify().path)
         targets = distillation_targets(read_table(soft_labels.verify().path), d)
         if config.include_labeled and labeled is not None:
@@ -227,10 +227,10 @@ def distill(store: ArtifactStore, spec: TaskSpec, model: ModelConfig, config: Di
 def supervised(store: ArtifactStore, spec: TaskSpec, model: ModelConfig, config: DistillConfig, labeled: Ref,
                seed: int = 0, callbacks: Sequence[Callback] = ()) -> StageRecord:
     """The baseline: the same sequence classifier trained on T's hard labels only."""
-    from pet_core.distill import distill as fit
-    from pet_core.training import label_indices
-
     def build(tmp: Path) -> tuple[dict[str, str], dict[str, Any]]:
+        from pet_core.distill import distill as fit
+        from pet_core.training import label_indices
+
         t = read_table(labeled.verify().path)
         info = fit(t, label_indices(t, spec), spec.label_names, model, config, tmp / "classifier", seed=seed,
                    soft=False, callbacks=list(callbacks))
@@ -243,9 +243,9 @@ def supervised(store: ArtifactStore, spec: TaskSpec, model: ModelConfig, config:
 def evaluate(store: ArtifactStore, spec: TaskSpec, model: ModelConfig, classifier: Ref, test: Ref,
              batch_size: int = 64) -> StageRecord:
     """Metrics and predictions of a saved classifier on the test table."""
-    from pet_core.distill import evaluate as run_eval
-
     def build(tmp: Path) -> tuple[dict[str, str], dict[str, Any]]:
+        from pet_core.distill import evaluate as run_eval
+
         metrics, predictions = run_eval(classifier.verify().path, read_table(test.verify().path), model,
                                         batch_size)
         write_json(metrics, tmp / "metrics.json")
