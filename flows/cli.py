@@ -240,10 +240,29 @@ def server(port: Annotated[int, typer.Option(help="Port of the API and UI.")] = 
            host: Annotated[str, typer.Option(help="Interface to bind; 127.0.0.1 keeps it local.")] = "127.0.0.1",
            ) -> None:
     """Start a Prefect server (UI + API) bound to HOST:PORT; runs keep their history in $PREFECT_HOME."""
+    warning = exposure_warning(host)
+    if warning:
+        errors.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     env = {**os.environ, "PREFECT_SERVER_API_HOST": host, "PREFECT_SERVER_API_PORT": str(port)}
     console.print(f"Prefect UI on http://{host}:{port}  -  point runs at it with "
                   f"[bold]export PREFECT_API_URL=http://{host}:{port}/api[/]", highlight=False)
     os.execvpe(sys.executable, [sys.executable, "-m", "prefect", "server", "start"], env)
+
+
+def exposure_warning(host: str) -> str | None:
+    """A warning when HOST is not a loopback address: Prefect's open-source API has no authentication."""
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(host.strip("[]")).is_loopback:
+            return None
+    except ValueError:
+        pass  # a host name: it may resolve to any interface
+    return (f"--host {host} serves the API and UI beyond this machine without authentication: anyone who "
+            "reaches it can read runs and their parameters and start or cancel flows; keep 127.0.0.1 or put "
+            "an authenticating proxy in front")
 
 
 if __name__ == "__main__":

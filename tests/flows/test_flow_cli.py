@@ -108,3 +108,15 @@ def test_served_cron_deployment_runs(tmp_path, make_config):
     run = serve_and_wait_for_scheduled_run(config, tmp_path, timeout_s=150)
     assert run["state_type"] == "COMPLETED", run
     assert list((tmp_path / "runs").glob("tiny-served-*/metrics.json"))
+
+
+@pytest.mark.parametrize("host,exposed", [("127.0.0.1", False), ("localhost", False), ("::1", False),
+                                          ("127.0.0.2", False), ("0.0.0.0", True), ("::", True),
+                                          ("10.1.2.3", True), ("ci-runner.internal", True)])
+def test_server_warns_when_it_binds_beyond_loopback(host, exposed, monkeypatch):
+    started = []
+    monkeypatch.setattr(cli.os, "execvpe", lambda exe, args, env: started.append(env))  # do not start a server
+    result = runner.invoke(app, ["server", "--host", host, "--port", "4321"])
+    assert result.exit_code == 0, output(result)
+    assert started and started[0]["PREFECT_SERVER_API_HOST"] == host
+    assert ("without authentication" in output(result)) is exposed
