@@ -62,7 +62,8 @@ def test_freed_activations_leave_the_process():
 def test_the_users_choice_is_left_alone(env):
     changed, base, peak, after = run_child(**env)
     assert not changed
-    assert after - base > 0.8 * (peak - base)  # glibc's own policy: the freed blocks stay in its heap
+    if "PETFLOW_MALLOC_TUNING" in env:  # glibc's own dynamic threshold: the freed blocks stay in its heap
+        assert after - base > 0.8 * (peak - base)
 
 
 def test_release_memory_runs_anywhere():
