@@ -69,3 +69,47 @@ def test_the_users_choice_is_left_alone(env):
 def test_release_memory_runs_anywhere():
     release_memory()
     release_memory()  # idempotent
+
+
+ONEDNN_CHILD = """
+import ctypes, os, torch
+from pet_core.memory import configure_allocator
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+configure_allocator()
+torch.manual_seed(0)
+layer = torch.nn.Linear(64, 64)
+with torch.autocast("cpu", dtype=torch.bfloat16):
+    layer(torch.randn(3, 64)).sum().backward()
+base = libc.mallinfo2().uordblks
+for rows in range(1, 301):                # a new activation shape every step, as dynamic padding gives
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        layer(torch.randn(rows, 64)).sum().backward()
+print(os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY"), (libc.mallinfo2().uordblks - base) / 2**20)
+"""
+
+
+def onednn_child(**env: str) -> tuple[str, float]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("ONEDNN_", "PETFLOW_MALLOC"))}
+    proc = subprocess.run([sys.executable, "-c", ONEDNN_CHILD], env={**clean, "PYTHONPATH": str(ROOT), **env},
+                          capture_output=True, text=True, timeout=120, check=True)
+    capacity, growth = proc.stdout.split()
+    return capacity, float(growth)
+
+
+@glibc_only
+def test_bf16_kernel_cache_is_bounded_and_the_users_setting_wins():
+    from pet_core.modeling import cpu_supports_bf16
+
+    if not cpu_supports_bf16():
+        pytest.skip("this CPU has no native bf16: oneDNN's bf16 primitives are not used")
+    capacity, bounded = onednn_child()
+    assert capacity == "16"
+    user_capacity, unbounded = onednn_child(ONEDNN_PRIMITIVE_CACHE_CAPACITY="1024")
+    assert user_capacity == "1024"
+    assert bounded < 0.75 * unbounded, (bounded, unbounded)
