@@ -2,7 +2,7 @@
 
 Measures (A and B repetitions interleaved, medians reported, so a shared machine biases both alike):
 
-1. scoring throughput of ``PVPModel.predict`` vs a bare ``AutoModelForMaskedLM`` forward (bf16/auto and fp32);
+1. scoring throughput of ``ClozeModel.predict`` vs a bare ``AutoModelForMaskedLM`` forward (bf16/auto and fp32);
 2. padding efficiency of length-sorted vs file-order batches vs padding to max_seq_length;
 3. PVP training steps/s of ``train_pvp`` vs a plain full-vocabulary-head loop on the same model and batches;
 4. wall time of a small ``pet_core.pipeline.run`` and of its cached rerun (and of the Prefect flow, if present);

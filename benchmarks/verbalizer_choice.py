@@ -24,7 +24,7 @@ from pet_core.config import ModelConfig  # noqa: E402
 from pet_core.data import DataSource, load_examples  # noqa: E402
 from pet_core.modeling import MaskedLM  # noqa: E402
 from pet_core.pvp import PVP  # noqa: E402
-from pet_core.pvp_model import PVPModel  # noqa: E402
+from pet_core.kinds.cloze.model import ClozeModel  # noqa: E402
 from pet_core.spec import TaskSpec  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     for words in PAIRS:
         candidate = with_words(spec, words)
         for pattern in range(len(spec.patterns)):
-            logits = PVPModel(mlm, PVP(candidate, pattern, mlm.tokenizer, 128)).predict(a, b, 64)
+            logits = ClozeModel(mlm, PVP(candidate, pattern, mlm.tokenizer, 128)).predict(a, b, 64)
             raw = float((logits.argmax(1) == gold).mean())
             centred = float(((logits - logits.mean(0)).argmax(1) == gold).mean())
             rows.append({"words": list(words), "pattern": pattern, "raw": raw, "centred": centred})

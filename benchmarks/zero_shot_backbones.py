@@ -30,7 +30,7 @@ from pet_core.config import ModelConfig  # noqa: E402
 from pet_core.data import DataSource, load_examples  # noqa: E402
 from pet_core.modeling import MaskedLM  # noqa: E402
 from pet_core.pvp import PVP  # noqa: E402
-from pet_core.pvp_model import PVPModel  # noqa: E402
+from pet_core.kinds.cloze.model import ClozeModel  # noqa: E402
 from pet_core.spec import TaskSpec  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
@@ -73,7 +73,7 @@ def evaluate(label: str, backbone: str, tasks: list[str], max_len: int) -> list[
     for task in tasks:
         spec, a, b, gold, described = load_task(task)
         for pattern in range(len(spec.patterns)):
-            logits = PVPModel(mlm, PVP(spec, pattern, mlm.tokenizer, max_len)).predict(a, b, 32)
+            logits = ClozeModel(mlm, PVP(spec, pattern, mlm.tokenizer, max_len)).predict(a, b, 32)
             raw, centred = accuracies(logits, gold)
             rows.append({"backbone": label, "task": task, "rows": described, "pattern": pattern,
                          "raw": raw, "centred": centred})

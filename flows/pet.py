@@ -47,7 +47,8 @@ def train_and_score(config: RunConfig, data: dict[str, RefDict],
     """
     spec, model, store = config.task_spec(), config.model, config.store
     trainings = {train.submit(store, spec, model, config.train, pattern, seed, generation, labeled,
-                              data["unlabeled"]): i for i, (pattern, seed, generation, labeled) in enumerate(jobs)}
+                              data["unlabeled"], kind=config.kind_for(pattern)): i
+                 for i, (pattern, seed, generation, labeled) in enumerate(jobs)}
     scorings: dict[int, dict[str, Any]] = {}
     trained: dict[int, StageResult] = {}
     for future in as_completed(list(trainings)):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -28,20 +29,39 @@ def seed_everything(seed: int) -> torch.Generator:
     return generator
 
 
+@dataclass
+class ParamGroup:
+    """Parameters trained at one learning rate (weight decay is split off by ``build_optimizer``)."""
+
+    named: list[tuple[str, nn.Parameter]]
+    lr: float
+
+
+def _no_decay(name: str) -> bool:
+    return "bias" in name or "LayerNorm" in name or "layer_norm" in name
+
+
 def build_optimizer(
-    model: nn.Module, lr: float, weight_decay: float, eps: float, total_steps: int, warmup_steps: int,
-    param_lrs: dict[int, float] | None = None,
+    model: nn.Module | Sequence[ParamGroup], lr: float, weight_decay: float, eps: float, total_steps: int,
+    warmup_steps: int, param_lrs: dict[int, float] | None = None,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW without decay on biases and LayerNorm weights, with a linear schedule.
 
-    Also pins glibc's mmap threshold (``pet_core.memory.configure_allocator``) before the training loop
-    allocates its first activations, so every trainer (PVP models, adapt, distill) gets it.
+    ``model``: a module (all its trainable parameters at ``lr``, or at ``param_lrs[id(p)]``) or a pattern
+    model's parameter groups, each at its own learning rate. Also pins glibc's mmap threshold
+    (``pet_core.memory.configure_allocator``) before the training loop allocates its first activations,
+    so every trainer (pattern models, adapt, distill) gets it.
     """
     configure_allocator()
+    if isinstance(model, nn.Module):
+        model = [ParamGroup([(n, p) for n, p in model.named_parameters() if p.requires_grad], lr)]
+    if len(model) > 1 or model[0].lr != lr:
+        param_lrs = {**{id(p): g.lr for g in model for _, p in g.named}, **(param_lrs or {})}
     decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            (no_decay if ("bias" in name or "LayerNorm" in name or "layer_norm" in name) else decay).append(param)
+    for group in model:
+        for name, param in group.named:
+            if param.requires_grad:
+                (no_decay if _no_decay(name) else decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if param_lrs:
         split = []

@@ -75,7 +75,7 @@ def run_generation(store: ArtifactStore, spec: TaskSpec, config: RunConfig, inde
     unlabeled, test = prepared.out("unlabeled"), prepared.outputs.get("test")
     for (pattern, seed), train_set in zip(model_grid(config), train_sets, strict=True):
         trained = stages.train(store, spec, config.model, config.train, pattern, seed, index, train_set,
-                               unlabeled, callbacks)
+                               unlabeled, callbacks, kind=config.kind_for(pattern))
         gen.trained.append(trained)
         gen.unlabeled_logits.append(stages.score(store, spec, config.model, config.score, trained.out("model"),
                                                  unlabeled, callbacks).out("logits"))

@@ -7,12 +7,13 @@ import json
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pet_core.config import (
     AdaptConfig, DistillConfig, EnsembleConfig, IpetConfig, ModelConfig, ScoreConfig, StageConfig, TrainConfig,
 )
 from pet_core.data import DataSource
+from pet_core.kinds.registry import DEFAULT_KIND, KindConfig, get_kind
 from pet_core.spec import TaskSpec, load_yaml_mapping
 
 
@@ -42,6 +43,33 @@ class DataConfig(StageConfig):
         return self
 
 
+class PatternChoice(BaseModel):
+    """A pattern and the kind of model trained on it; the kind's own options sit beside ``kind``.
+
+    In YAML: ``{pattern: 1, kind: cloze}``. The kind is looked up in the kind registry (plug-ins
+    included), so a static union could not list them; validation dispatches on ``kind`` instead.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    pattern: int = Field(ge=0, description="Pattern id in the task spec.")
+    kind: str = Field(default=DEFAULT_KIND, description="Pattern-model kind (pet_core.kinds); 'cloze' is PET's.")
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> Self:
+        self.kind_config()
+        return self
+
+    def kind_config(self) -> KindConfig:
+        """The kind's validated section (ValueError names the kind and the bad option)."""
+        entry = get_kind(self.kind)
+        try:
+            return entry.config(dict(self.model_extra or {}))
+        except ValidationError as err:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'kind'}: {e['msg']}" for e in err.errors())
+            raise ValueError(f"pattern {self.pattern}, kind {self.kind!r}: {problems}") from None
+
+
 class RunConfig(StageConfig):
     """A whole PET/iPET run. Relative paths are resolved against the YAML file's folder."""
 
@@ -49,7 +77,9 @@ class RunConfig(StageConfig):
     task: str | TaskSpec = Field(description="Path to a task spec YAML, or the spec inline.")
     data: DataConfig
     model: ModelConfig
-    patterns: list[int] | None = Field(default=None, description="Pattern ids to use; None = all.")
+    patterns: list[int | PatternChoice] | None = Field(
+        default=None, description="Patterns to use (ids, or {pattern: id, kind: ...} to pick the pattern-model "
+        "kind); None = all, as PET's cloze kind.")
     seeds: list[int] = Field(default=[1, 2, 3], min_length=1, description="One model per pattern and seed.")
     adapt: AdaptConfig | None = Field(default=None, description="Adapt the backbone (MLM) on D first.")
     train: TrainConfig = TrainConfig()
@@ -66,20 +96,32 @@ class RunConfig(StageConfig):
     def _check_seeds(self) -> Self:
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct, got {self.seeds}")
+        ids = [p if isinstance(p, int) else p.pattern for p in self.patterns or []]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"patterns must be distinct, got ids {ids}")
         return self
 
     def task_spec(self) -> TaskSpec:
         """The validated task spec."""
         spec = self.task if isinstance(self.task, TaskSpec) else TaskSpec.from_yaml(self.task)
         if self.patterns is not None:
-            bad = [p for p in self.patterns if not 0 <= p < len(spec.patterns)]
+            bad = [p for p in self.pattern_ids() if not 0 <= p < len(spec.patterns)]
             if bad:
                 raise ValueError(f"patterns {bad} do not exist; task {spec.name!r} has {len(spec.patterns)}")
         return spec
 
     def pattern_ids(self) -> list[int]:
         """The pattern ids this run trains."""
-        return list(self.patterns) if self.patterns is not None else list(range(len(self.task_spec().patterns)))
+        if self.patterns is None:
+            return list(range(len(self.task_spec().patterns)))
+        return [p if isinstance(p, int) else p.pattern for p in self.patterns]
+
+    def kind_for(self, pattern: int) -> KindConfig:
+        """The kind section of the model trained on ``pattern`` (PET's cloze kind unless chosen)."""
+        for choice in self.patterns or []:
+            if isinstance(choice, PatternChoice) and choice.pattern == pattern:
+                return choice.kind_config()
+        return get_kind(DEFAULT_KIND).config()
 
     def with_updates(self, updates: dict[str, Any]) -> RunConfig:
         """A copy with dotted-key overrides applied, e.g. {'train.max_steps': 10}.

@@ -23,6 +23,7 @@ from pet_core.data import DataSource, describe, load_examples, resolve_path, sam
 from pet_core.ensemble import merge as merge_logits_files
 from pet_core.ensemble import load_aligned, merge_logits, model_weights, softmax
 from pet_core.metrics import classification_metrics
+from pet_core.kinds.registry import DEFAULT_KIND, TRAIN_RECORD, KindConfig, get_kind
 from pet_core.spec import TaskSpec
 from pet_core.store import ArtifactStore, Ref, StageRecord
 
@@ -126,21 +127,24 @@ def adapt(store: ArtifactStore, model: ModelConfig, config: AdaptConfig, unlabel
 
 def train(store: ArtifactStore, spec: TaskSpec, model: ModelConfig, config: TrainConfig, pattern: int,
           seed: int, generation: int, labeled: Ref, unlabeled: Ref | None,
-          callbacks: Sequence[Callback] = ()) -> StageRecord:
-    """Train one PVP model; output its directory, info = its TrainResult (pre-train accuracy etc.)."""
+          callbacks: Sequence[Callback] = (), kind: KindConfig | None = None) -> StageRecord:
+    """Train one pattern model of ``kind`` (default PET's cloze kind); output its directory, info = its
+    TrainResult (pre-train accuracy etc.)."""
+    kind = kind or get_kind(DEFAULT_KIND).config()
+
     def build(tmp: Path) -> tuple[dict[str, str], dict[str, Any]]:
         from pet_core.training import model_id, train_pvp
 
         result = train_pvp(spec, pattern, model_seed(seed, pattern, generation), read_table(labeled.verify().path),
                            read_table(unlabeled.verify().path) if unlabeled else None, model, config,
                            tmp / "model", generation=generation, callbacks=list(callbacks),
-                           model_name=model_id(pattern, seed, generation))
+                           model_name=model_id(pattern, seed, generation), kind=kind)
         info = result.to_dict()
         info.pop("model_dir")  # the temp build path; the committed path is the ``model`` output
         return {"model": "model"}, info
 
-    key_config = {"model": model_key(model), "train": config.to_dict(), "pattern": pattern, "seed": seed,
-                  "generation": generation, "spec": spec_hash(spec)}
+    key_config = {"model": model_key(model), "kind": kind.to_dict(), "train": config.to_dict(), "pattern": pattern,
+                  "seed": seed, "generation": generation, "spec": spec_hash(spec)}
     inputs = {"labeled": labeled.sha256, "unlabeled": unlabeled.sha256 if unlabeled else None}
     return store.run("train", key_config, inputs, build)
 
@@ -156,8 +160,17 @@ def score(store: ArtifactStore, spec: TaskSpec, model: ModelConfig, config: Scor
         return {"logits": "logits.parquet"}, summary
 
     key_config = {"model": {k: v for k, v in model_key(model).items() if k != "backbone"},
-                  "score": {"chunk_rows": config.chunk_rows}, "spec": spec_hash(spec)}
+                  "kind": trained_kind(pvp_model), "score": {"chunk_rows": config.chunk_rows}, "spec": spec_hash(spec)}
     return store.run("score", key_config, {"model": pvp_model.sha256, "examples": examples.sha256}, build)
+
+
+def trained_kind(model: Ref) -> dict[str, Any]:
+    """The kind section in a trained model's record (cloze for records written before kinds)."""
+    record = Path(model.path) / TRAIN_RECORD
+    from pet_core.artifacts import read_json
+
+    kind = read_json(record).get("kind") if record.is_file() else None
+    return kind or {"kind": DEFAULT_KIND}
 
 
 def merge(store: ArtifactStore, spec: TaskSpec, config: EnsembleConfig, logits: Sequence[Ref],

@@ -86,12 +86,14 @@ class StageRecord:
 
 @functools.cache
 def code_version() -> str:
-    """Package version plus a hash of pet_core's sources (catches edits a version bump forgot)."""
+    """Package version plus a hash of pet_core's sources, sub-packages included (catches edits a version
+    bump forgot)."""
     from pet_core import __version__
 
+    root = Path(__file__).parent
     digest = hashlib.sha256()
-    for file in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(file.name.encode())
+    for file in sorted(root.rglob("*.py")):
+        digest.update(file.relative_to(root).as_posix().encode())
         digest.update(file.read_bytes())
     return f"{__version__}+{digest.hexdigest()[:12]}"
 

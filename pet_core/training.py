@@ -1,4 +1,5 @@
-"""PET training of one PVP model (one pattern, one seed): CE on T plus the auxiliary MLM loss on D."""
+"""Training one pattern model (one pattern, one seed, any kind): CE on T plus the kind's auxiliary loss on D
+(PET's MLM loss for the cloze kind)."""
 
 from __future__ import annotations
 
@@ -15,15 +16,10 @@ from torch import nn
 from pet_core.artifacts import atomic_dir, write_json
 from pet_core.callbacks import Callback, CallbackList
 from pet_core.config import ModelConfig, TrainConfig
-from pet_core.modeling import MaskedLM, collate
-from pet_core.optim import (
-    build_optimizer, check_finite, cycle_batches, grad_scaler, mask_tokens, mlm_loss, seed_everything,
-)
-from pet_core.pvp import PVP
-from pet_core.pvp_model import PVPModel
+from pet_core.kinds import DEFAULT_KIND, KindConfig, get_kind
+from pet_core.kinds.base import TRAIN_RECORD, PatternModel, label_indices, texts
+from pet_core.optim import build_optimizer, check_finite, cycle_batches, grad_scaler, seed_everything
 from pet_core.spec import TaskSpec
-
-TRAIN_RECORD = "train_record.json"
 
 
 @dataclass
@@ -52,26 +48,9 @@ def model_id(pattern: int, seed: int, generation: int = 0) -> str:
     return f"g{generation}-p{pattern}-s{seed}"
 
 
-def label_indices(table: pa.Table, spec: TaskSpec) -> np.ndarray:
-    """Gold label indices in the spec's order."""
-    index = {name: i for i, name in enumerate(spec.label_names)}
-    return np.array([index[label] for label in table.column("label").to_pylist()], dtype=np.int64)
-
-
-def texts(table: pa.Table) -> tuple[list[str], list[str | None]]:
-    """The ``a`` and ``b`` columns as lists."""
-    return table.column("a").to_pylist(), table.column("b").to_pylist()
-
-
-def accuracy_on(pvp_model: PVPModel, table: pa.Table, spec: TaskSpec, batch_size: int) -> float | None:
-    """Accuracy of a PVP model on a labelled table (None when empty)."""
-    if table.num_rows == 0:
-        return None
-    was_training = pvp_model.mlm.model.training
-    pvp_model.mlm.model.eval()
-    logits = pvp_model.predict(*texts(table), batch_size=batch_size)
-    pvp_model.mlm.model.train(was_training)
-    return float((logits.argmax(1) == label_indices(table, spec)).mean())
+def accuracy_on(model: PatternModel, table: pa.Table, spec: TaskSpec, batch_size: int) -> float | None:
+    """Accuracy of a pattern model on a labelled table (None when empty)."""
+    return model.accuracy(table, spec, batch_size)
 
 
 def train_pvp(
@@ -87,8 +66,10 @@ def train_pvp(
     sample_weights: np.ndarray | None = None,
     callbacks: list[Callback] | None = None,
     model_name: str | None = None,
+    kind: KindConfig | None = None,
 ) -> TrainResult:
-    """Fine-tune one PVP model and save it (safetensors) with its train record, atomically.
+    """Train one pattern model of ``kind`` (default: PET's cloze kind) and save it with its train record,
+    atomically.
 
     ``seed`` seeds this model alone (init, batch order, masking). ``sample_weights`` (optional, one
     per labelled row) weight the CE loss. ``model_name`` overrides the default model id.
@@ -98,78 +79,72 @@ def train_pvp(
     mid = model_name or model_id(pattern, seed, generation)
     stage = f"train {mid}"
     generator = seed_everything(seed)
-    mlm = MaskedLM.load(model_config)
-    pvp_model = PVPModel(mlm, PVP(spec, pattern, mlm.tokenizer, model_config.max_seq_length))
+    kind = kind or get_kind(DEFAULT_KIND).config()
+    model = get_kind(kind.kind).model_class().create(spec, pattern, model_config, kind)
     cfg = train_config
-    pre_acc = accuracy_on(pvp_model, labeled, spec, cfg.score_batch_size)
+    pre_acc = model.accuracy(labeled, spec, cfg.score_batch_size)
     steps_done, last_loss = 0, None
     if labeled.num_rows > 0:
-        last_loss = _fit(pvp_model, spec, labeled, unlabeled, cfg, generator, sample_weights, events, stage)
+        last_loss = _fit(model, spec, labeled, unlabeled, cfg, generator, sample_weights, events, stage)
         steps_done = cfg.max_steps
-    post_acc = accuracy_on(pvp_model, labeled, spec, cfg.score_batch_size)
+    post_acc = model.accuracy(labeled, spec, cfg.score_batch_size)
     result = TrainResult(
         model_dir=str(out_dir), model_id=mid, pattern=pattern, seed=seed, generation=generation,
         n_labeled=labeled.num_rows, pre_train_accuracy=pre_acc, post_train_accuracy=post_acc,
         steps=steps_done, final_loss=last_loss, wall_s=round(time.perf_counter() - started, 3),
     )
     with atomic_dir(out_dir) as tmp:
-        mlm.save(tmp)
+        model.save(tmp)
         deterministic = {k: v for k, v in result.to_dict().items() if k not in ("model_dir", "wall_s")}
-        write_json({**deterministic, "train_config": cfg.to_dict(),
+        write_json({**deterministic, "kind": kind.to_dict(), "train_config": cfg.to_dict(),
                     "model_config": model_config.to_dict(), "template": spec.patterns[pattern].template},
                    tmp / TRAIN_RECORD)
-    mlm.release()
+    model.release()
     events.on_stage_end(stage, {"pre_train_accuracy": pre_acc, "post_train_accuracy": post_acc})
     return result
 
 
 def _fit(
-    pvp_model: PVPModel, spec: TaskSpec, labeled: pa.Table, unlabeled: pa.Table | None, cfg: TrainConfig,
+    model: PatternModel, spec: TaskSpec, labeled: pa.Table, unlabeled: pa.Table | None, cfg: TrainConfig,
     generator: torch.Generator, sample_weights: np.ndarray | None, events: Callback, stage: str,
 ) -> float:
-    mlm = pvp_model.mlm
-    model = mlm.model
     model.train()
-    gold = torch.tensor(label_indices(labeled, spec), device=mlm.device)
+    gold = torch.tensor(label_indices(labeled, spec), device=model.device)
     weights = None if sample_weights is None else torch.tensor(sample_weights, dtype=torch.float32,
-                                                               device=mlm.device)
-    encodings = pvp_model.encode(*texts(labeled))
-    use_mlm = cfg.use_mlm and unlabeled is not None and unlabeled.num_rows > 0
-    if use_mlm:
-        unl_encoded = pvp_model.pvp.encode_texts(*texts(unlabeled), n_masks=1)
-        unl_batches = cycle_batches(len(unl_encoded), cfg.batch_size * cfg.unlabeled_ratio, generator)
+                                                               device=model.device)
+    encodings = model.encode(*texts(labeled))
+    unl_encoded = None
+    if cfg.use_mlm and unlabeled is not None and unlabeled.num_rows > 0:
+        unl_encoded = model.encode_unlabeled(*texts(unlabeled))
+    if unl_encoded is not None:
+        unl_batches = cycle_batches(unlabeled.num_rows, cfg.batch_size * cfg.unlabeled_ratio, generator)
     lab_batches = cycle_batches(labeled.num_rows, cfg.batch_size, generator)
-    optimizer, scheduler = build_optimizer(model, cfg.learning_rate, cfg.weight_decay, cfg.adam_epsilon,
-                                           cfg.max_steps, cfg.warmup_steps)
-    scaler = grad_scaler(mlm.device, mlm.autocast_dtype)
-    pad = mlm.tokenizer.pad_token_id or 0
+    optimizer, scheduler = build_optimizer(model.param_groups(cfg.learning_rate), cfg.learning_rate,
+                                           cfg.weight_decay, cfg.adam_epsilon, cfg.max_steps, cfg.warmup_steps)
+    scaler = grad_scaler(model.device, model.autocast_dtype)
     events.on_stage_begin(stage, cfg.max_steps)
     running = 0.0
     for step in range(cfg.max_steps):
         running = 0.0
         for _ in range(cfg.grad_accumulation):
             idx = next(lab_batches)
-            with mlm.autocast():
-                logits = pvp_model.batch_logits(encodings, idx).float()
+            with model.autocast():
+                logits = model.label_logits(encodings, idx).float()
                 ce = nn.functional.cross_entropy(logits, gold[idx], reduction="none")
                 ce = (ce * weights[idx]).sum() / weights[idx].sum() if weights is not None else ce.mean()
                 loss = ce
-                if use_mlm:
-                    unl = collate(unl_encoded, next(unl_batches), pad)
-                    ids, labels = mask_tokens(unl.input_ids, unl.attention_mask, mlm.tokenizer,
-                                              cfg.mlm_probability, generator)
-                    unl.input_ids = ids
-                    aux = mlm_loss(mlm, unl.to(mlm.device), labels.to(mlm.device))
+                if unl_encoded is not None:
+                    aux = model.aux_loss(unl_encoded, next(unl_batches), generator, cfg)
                     loss = (1 - cfg.mlm_alpha) * ce + cfg.mlm_alpha * aux
             check_finite(loss, f"{stage} step {step}")
             scaler.scale(loss / cfg.grad_accumulation).backward()
             running += loss.item() / cfg.grad_accumulation
         scaler.unscale_(optimizer)
-        nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        nn.utils.clip_grad_norm_(model.module.parameters(), cfg.max_grad_norm)
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         events.on_progress(stage, step + 1, cfg.max_steps, loss=running)
-    model.eval()
+    model.train(False)
     return running

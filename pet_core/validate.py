@@ -209,18 +209,19 @@ TRUNCATION_SAMPLE = 200  # texts per pattern tokenized to count truncation: a sh
 
 
 def _check_patterns(config: RunConfig, spec: Any, tokenizer: Any, pool: Any, report: ValidationReport) -> None:
-    from pet_core.pvp import PVP
+    from pet_core.kinds import get_kind
 
+    sample = pool.slice(0, min(pool.num_rows, TRUNCATION_SAMPLE)) if pool is not None else None
+    a = sample.column("a").to_pylist() if sample is not None else []
+    b = sample.column("b").to_pylist() if sample is not None else []
     for pattern in config.pattern_ids():
+        kind = config.kind_for(pattern)
         try:
-            pvp = PVP(spec, pattern, tokenizer, config.model.max_seq_length)
+            found = get_kind(kind.kind).model_class().check(spec, pattern, tokenizer, config.model, kind, a, b)
         except ValueError as err:
             report.errors.append(f"pattern {pattern}: {err}")
             continue
-        if pool is not None and pool.num_rows:
-            sample = pool.slice(0, min(pool.num_rows, TRUNCATION_SAMPLE))
-            encoded = pvp.encode_texts(sample.column("a").to_pylist(), sample.column("b").to_pylist())
-            cut = sum(1 for e in encoded if e.truncated)
-            if cut:
-                report.warnings.append(f"pattern {pattern}: {cut} of {len(encoded)} sampled texts exceed "
-                                       f"max_seq_length={config.model.max_seq_length} and will be truncated")
+        report.warnings.extend(f"pattern {pattern}: {note}" for note in found.notes)
+        if found.truncated:
+            report.warnings.append(f"pattern {pattern}: {found.truncated} of {found.sampled} sampled texts exceed "
+                                   f"max_seq_length={config.model.max_seq_length} and will be truncated")

@@ -64,7 +64,7 @@ def check_classifier(model_dir: Path, spec: TaskSpec | None) -> None:
         config = json.loads(config_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise NotAClassifier(f"{config_file}: cannot read it ({err}); re-copy the classifier folder") from err
-    from pet_core.training import TRAIN_RECORD
+    from pet_core.kinds.registry import TRAIN_RECORD
 
     architectures = config.get("architectures") or []
     hint = "pass the classifier: .petflow/runs/<run>/links/classifier"

@@ -1,4 +1,4 @@
-"""pet_core.modeling and pet_core.pvp_model: loading MLMs, label logits at mask positions."""
+"""pet_core.modeling and pet_core.kinds.cloze.model: loading MLMs, label logits at mask positions."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pet_core.modeling import (
     resolve_backbone, resolve_device, resolve_precision,
 )
 from pet_core.pvp import PVP, Encoded
-from pet_core.pvp_model import PVPModel
+from pet_core.kinds.cloze.model import ClozeModel
 from pet_core.spec import TaskSpec
 
 from _petcore_support import SENTIMENT_SPEC
@@ -157,7 +157,7 @@ def test_mask_logits_match_full_forward(mlm, sentiment_spec, sentiment_examples)
 def test_pvp_model_logits_are_verbalizer_scores(mlm, sentiment_spec, sentiment_examples):
     texts = sentiment_examples.column("a").to_pylist()[:6]
     pvp, _, batch = sentiment_batch(mlm, sentiment_spec, texts)
-    model = PVPModel(mlm, pvp)
+    model = ClozeModel(mlm, pvp)
     got = model.predict(texts, [None] * 6, batch_size=4)
     assert got.shape == (6, 2) and got.dtype == np.float32
     with torch.no_grad():
@@ -169,7 +169,7 @@ def test_pvp_model_logits_are_verbalizer_scores(mlm, sentiment_spec, sentiment_e
 
 
 def test_predict_independent_of_batching(mlm, topic_spec, topic_examples):
-    model = PVPModel(mlm, PVP(topic_spec, 0, mlm.tokenizer, 64))
+    model = ClozeModel(mlm, PVP(topic_spec, 0, mlm.tokenizer, 64))
     a, b = topic_examples.column("a").to_pylist(), topic_examples.column("b").to_pylist()
     one = model.predict(a, b, batch_size=1)
     many = model.predict(a, b, batch_size=7)
@@ -179,7 +179,7 @@ def test_predict_independent_of_batching(mlm, topic_spec, topic_examples):
 
 
 def test_predict_progress_callback(mlm, topic_spec, topic_examples):
-    model = PVPModel(mlm, PVP(topic_spec, 1, mlm.tokenizer, 64))
+    model = ClozeModel(mlm, PVP(topic_spec, 1, mlm.tokenizer, 64))
     calls = []
     model.predict(topic_examples.column("a").to_pylist(), topic_examples.column("b").to_pylist(), batch_size=8,
                   progress=lambda done, total: calls.append((done, total)))
@@ -188,10 +188,10 @@ def test_predict_progress_callback(mlm, topic_spec, topic_examples):
 
 def test_batch_logits_equals_predict_in_eval(mlm, sentiment_spec, sentiment_examples):
     texts = sentiment_examples.column("a").to_pylist()[:5]
-    model = PVPModel(mlm, PVP(sentiment_spec, 1, mlm.tokenizer, 64))
+    model = ClozeModel(mlm, PVP(sentiment_spec, 1, mlm.tokenizer, 64))
     enc = model.encode(texts, [None] * 5)
     assert list(enc) == [1]
-    logits = model.batch_logits(enc, [0, 1, 2, 3, 4])
+    logits = model.label_logits(enc, [0, 1, 2, 3, 4])
     assert logits.requires_grad
     np.testing.assert_allclose(logits.detach().numpy(), model.predict(texts, [None] * 5, 5), atol=1e-5)
 
@@ -226,7 +226,7 @@ def reference_decode(mlm, pvp, text, word_ids):
 
 def test_multi_token_predict_matches_reference_decoding(mlm, multi_spec):
     pvp = PVP(multi_spec, 0, mlm.tokenizer, 64)
-    model = PVPModel(mlm, pvp)
+    model = ClozeModel(mlm, pvp)
     assert model.multi_token
     texts = ["a wonderful and moving film", "a dull and boring mess", "i loved every minute of it"]
     got = model.predict(texts, [None] * 3, batch_size=2)
@@ -240,10 +240,10 @@ def test_multi_token_predict_matches_reference_decoding(mlm, multi_spec):
 
 def test_multi_token_batch_logits_parallel_pass(mlm, multi_spec):
     pvp = PVP(multi_spec, 1, mlm.tokenizer, 64)
-    model = PVPModel(mlm, pvp)
+    model = ClozeModel(mlm, pvp)
     enc = model.encode(["a dull and boring mess", "great acting"], [None, None])
     assert sorted(enc) == [1, len(pvp.verbalizer.token_ids["positive"][0])]
-    logits = model.batch_logits(enc, [0, 1])
+    logits = model.label_logits(enc, [0, 1])
     assert logits.shape == (2, 2) and logits.requires_grad
     # label 'negative' has a one-token word: its parallel score is the log-prob at the single mask
     batch = collate(enc[1], [0, 1], mlm.tokenizer.pad_token_id)

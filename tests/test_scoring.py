@@ -11,7 +11,8 @@ import pytest
 
 from pet_core.artifacts import ArtifactError, logits_of, read_table, write_table
 from pet_core.config import ScoreConfig
-from pet_core.scoring import count_rows, iter_chunks, load_pvp_model, score
+from pet_core.kinds.base import load_pattern_model
+from pet_core.scoring import count_rows, iter_chunks, score
 
 from _petcore_support import Recorder
 
@@ -23,7 +24,7 @@ def model_dir(trained_models):
 
 @pytest.fixture(scope="module")
 def reference_logits(model_dir, sentiment_spec, sentiment_split, model_config):
-    model, _ = load_pvp_model(sentiment_spec, model_dir, model_config)
+    model, _ = load_pattern_model(sentiment_spec, model_dir, model_config)
     d = sentiment_split[1]
     logits = model.predict(d.column("a").to_pylist(), d.column("b").to_pylist(), batch_size=64)
     model.mlm.release()
@@ -93,11 +94,11 @@ def test_length_sorted_batching_does_not_change_results(tmp_path, model_dir, sen
     np.testing.assert_allclose(logits_of(table), reference_logits[[order[e] for e in ids]], atol=1e-5, rtol=1e-5)
 
 
-def test_load_pvp_model_pattern_override(model_dir, sentiment_spec, model_config):
-    model, record = load_pvp_model(sentiment_spec, model_dir, model_config)
+def test_load_pattern_model_pattern_override(model_dir, sentiment_spec, model_config):
+    model, record = load_pattern_model(sentiment_spec, model_dir, model_config)
     assert model.pvp.pattern_id == record["pattern"] == 1
     assert not model.mlm.model.training
-    other, _ = load_pvp_model(sentiment_spec, model_dir, model_config, pattern=0)
+    other, _ = load_pattern_model(sentiment_spec, model_dir, model_config, pattern=0)
     assert other.pvp.pattern_id == 0
 
 

@@ -21,7 +21,7 @@ from pet_core.optim import (
     NumericalError, build_optimizer, check_finite, cycle_batches, mask_tokens, seed_everything,
 )
 from pet_core.pvp import PVP
-from pet_core.pvp_model import PVPModel
+from pet_core.kinds.cloze.model import ClozeModel
 from pet_core.spec import TaskSpec
 from pet_core.training import TRAIN_RECORD, accuracy_on, label_indices, model_id, train_pvp
 
@@ -81,7 +81,7 @@ def test_pre_train_accuracy_is_zero_shot_accuracy(trained, split, sentiment_spec
     result, _, _ = trained
     mlm = MaskedLM.load(model_config)
     mlm.model.eval()
-    zero_shot = accuracy_on(PVPModel(mlm, PVP(sentiment_spec, 0, mlm.tokenizer, 64)), split[0], sentiment_spec, 4)
+    zero_shot = accuracy_on(ClozeModel(mlm, PVP(sentiment_spec, 0, mlm.tokenizer, 64)), split[0], sentiment_spec, 4)
     assert result.pre_train_accuracy == zero_shot
 
 
@@ -89,7 +89,7 @@ def test_post_train_accuracy_is_saved_models_accuracy(trained, split, sentiment_
     result, out, _ = trained
     mlm = MaskedLM.load(model_config, source=str(out))
     mlm.model.eval()
-    model = PVPModel(mlm, PVP(sentiment_spec, 0, mlm.tokenizer, 64))
+    model = ClozeModel(mlm, PVP(sentiment_spec, 0, mlm.tokenizer, 64))
     assert accuracy_on(model, split[0], sentiment_spec, 8) == result.post_train_accuracy
 
 
@@ -117,7 +117,7 @@ def test_same_seed_same_weights_other_seed_differs(tmp_path, sentiment_spec, spl
     for d in (first, tmp_path / "again", tmp_path / "other"):
         mlm = MaskedLM.load(model_config, source=str(d))
         mlm.model.eval()
-        logits.append(PVPModel(mlm, PVP(sentiment_spec, 0, mlm.tokenizer, 64)).predict(
+        logits.append(ClozeModel(mlm, PVP(sentiment_spec, 0, mlm.tokenizer, 64)).predict(
             split[1].column("a").to_pylist(), split[1].column("b").to_pylist(), 16))
     np.testing.assert_array_equal(logits[0], logits[1])
     assert not np.array_equal(logits[0], logits[2])

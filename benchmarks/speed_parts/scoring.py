@@ -1,4 +1,4 @@
-"""Sections 1–2: scoring throughput of PVPModel.predict vs a bare MLM forward, and padding efficiency."""
+"""Sections 1–2: scoring throughput of ClozeModel.predict vs a bare MLM forward, and padding efficiency."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def bare_forward(mlm: MaskedLM, encoded: list[Encoded], batch_size: int, flat_id
 def bench_scoring(args: argparse.Namespace, ctx: dict[str, Any]) -> list[Record]:
     from pet_core.modeling import MaskedLM
     from pet_core.pvp import PVP
-    from pet_core.pvp_model import PVPModel
+    from pet_core.kinds.cloze.model import ClozeModel
 
     spec, full = ag_news(args, max(args.n_examples, args.fp32_examples))
     bs = args.batch_size
@@ -49,7 +49,7 @@ def bench_scoring(args: argparse.Namespace, ctx: dict[str, Any]) -> list[Record]
         mlm = MaskedLM.load(model_config(args, precision))
         mlm.model.eval()
         dtype = str(mlm.autocast_dtype).replace("torch.", "") if mlm.autocast_dtype else "fp32"
-        pvp_model = PVPModel(mlm, PVP(spec, args.pattern, mlm.tokenizer, args.max_seq_length))
+        pvp_model = ClozeModel(mlm, PVP(spec, args.pattern, mlm.tokenizer, args.max_seq_length))
         flat, owner = pvp_model.pvp.verbalizer.single_token_ids()
         encode_s, encoded = timed(pvp_model.pvp.encode_texts, a, b)
         # warm-up both paths (allocator, oneDNN kernels)
@@ -76,7 +76,7 @@ def bench_scoring(args: argparse.Namespace, ctx: dict[str, Any]) -> list[Record]
         records += [
             record(f"scoring: bare model(**batch) forward{suffix}", base_eps, "examples/s",
                    common + "; file order, dynamic padding per batch, MLM head at every position"),
-            record(f"scoring: pet_core PVPModel.predict{suffix}", pet_eps, "examples/s",
+            record(f"scoring: pet_core ClozeModel.predict{suffix}", pet_eps, "examples/s",
                    common + f"; includes tokenization ({n / encode_s:.0f} examples/s alone)"),
             record(f"scoring throughput ratio pet_core / bare{suffix}", ratio, "x",
                    f"per-rep time ratio, median; argmax agrees on {agree:.1%} of examples "

@@ -150,12 +150,12 @@ def petcore_trainer(args: argparse.Namespace, spec: TaskSpec, labeled: pa.Table,
         seed_everything,
     )
     from pet_core.pvp import PVP
-    from pet_core.pvp_model import PVPModel
+    from pet_core.kinds.cloze.model import ClozeModel
     from pet_core.training import label_indices
 
     generator = seed_everything(1)
     mlm = MaskedLM.load(model_config(args))
-    pvp_model = PVPModel(mlm, PVP(spec, args.pattern, mlm.tokenizer, args.max_seq_length))
+    pvp_model = ClozeModel(mlm, PVP(spec, args.pattern, mlm.tokenizer, args.max_seq_length))
     mlm.model.train()
     encodings = pvp_model.encode(*texts(labeled))
     unl_encoded = pvp_model.pvp.encode_texts(*texts(unlabeled), n_masks=1)
@@ -173,7 +173,7 @@ def petcore_trainer(args: argparse.Namespace, spec: TaskSpec, labeled: pa.Table,
     def step() -> float:
         idx = next(lab_batches)
         with mlm.autocast():
-            logits = pvp_model.batch_logits(encodings, idx).float()
+            logits = pvp_model.label_logits(encodings, idx).float()
             ce = nn.functional.cross_entropy(logits, gold[idx])
             unl = collate(unl_encoded, next(unl_batches), pad)
             ids, labels = mask_tokens(unl.input_ids, unl.attention_mask, mlm.tokenizer, 0.15, generator)

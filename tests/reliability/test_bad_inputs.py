@@ -381,10 +381,10 @@ def _(ctx):
 
 @case("model-dir-without-train-record", ArtifactError)
 def _(ctx):
-    from pet_core.scoring import load_pvp_model
+    from pet_core.kinds.base import load_pattern_model
 
-    return (lambda: load_pvp_model(TaskSpec.model_validate(SENTIMENT_SPEC), ctx.mlm, ctx.model())), [
-        str(ctx.mlm), "train_record.json", "not a finished PVP model"]
+    return (lambda: load_pattern_model(TaskSpec.model_validate(SENTIMENT_SPEC), ctx.mlm, ctx.model())), [
+        str(ctx.mlm), "train_record.json", "not a finished pattern model"]
 
 
 @case("nan-logits", ArtifactError)

@@ -1,0 +1,169 @@
+"""The cloze kind: a masked LM composed with one pattern-verbalizer pair (template, verbalizer, model).
+
+Single-token verbalizers score a label by the mean MLM logit of its words at the one mask.
+Multi-token words get one mask per token; their score is the sum of token log-probabilities,
+decoded most-confident-first at inference (one batched pass per step) and in one parallel pass
+during training. The auxiliary loss is PET's masked-LM loss on unlabelled texts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Self
+
+import torch
+from torch import nn
+
+from pet_core.config import ModelConfig, TrainConfig
+from pet_core.kinds.base import PatternCheck, PatternModel
+from pet_core.kinds.cloze.config import ClozeConfig
+from pet_core.kinds.registry import KindConfig
+from pet_core.modeling import Batch, MaskedLM, collate, gather_positions, label_scores
+from pet_core.optim import mask_tokens, mlm_loss
+from pet_core.pvp import PVP, Encoded
+from pet_core.spec import TaskSpec
+
+
+class ClozeModel(PatternModel):
+    """Label logits of one pattern on one masked LM (PET)."""
+
+    kind = "cloze"
+
+    def __init__(self, mlm: MaskedLM, pvp: PVP, kind_config: KindConfig | None = None):
+        self.mlm = mlm
+        self.pvp = pvp
+        self.kind_config = kind_config or ClozeConfig()
+        self.n_labels = len(pvp.verbalizer.label_names)
+        self.multi_token = pvp.verbalizer.max_tokens > 1
+        self._flat_ids, self._owner = pvp.verbalizer.single_token_ids() if not self.multi_token else ([], [])
+
+    # -- life cycle ---------------------------------------------------------------------------
+    @classmethod
+    def create(cls, spec: TaskSpec, pattern: int, model_config: ModelConfig, kind_config: KindConfig) -> Self:
+        """The backbone's masked LM with this pattern."""
+        return cls._on(MaskedLM.load(model_config), spec, pattern, model_config, kind_config)
+
+    @classmethod
+    def load(cls, spec: TaskSpec, pattern: int, model_dir: str | Path, model_config: ModelConfig,
+             kind_config: KindConfig) -> Self:
+        """A fine-tuned masked LM saved by ``save``."""
+        return cls._on(MaskedLM.load(model_config, source=str(model_dir)), spec, pattern, model_config, kind_config)
+
+    @classmethod
+    def _on(cls, mlm: MaskedLM, spec: TaskSpec, pattern: int, model_config: ModelConfig,
+            kind_config: KindConfig) -> Self:
+        return cls(mlm, PVP(spec, pattern, mlm.tokenizer, model_config.max_seq_length), kind_config)
+
+    def save(self, out_dir: str | Path) -> None:
+        """The whole masked LM and its tokenizer (safetensors)."""
+        self.mlm.save(out_dir)
+
+    def release(self) -> None:
+        """Drop the masked LM and return its memory."""
+        self.mlm.release()
+
+    @classmethod
+    def check(cls, spec: TaskSpec, pattern: int, tokenizer: Any, model_config: ModelConfig,
+              kind_config: KindConfig, a: list[str], b: list[str | None]) -> PatternCheck:
+        """Template and label words fit the tokenizer; how many sample texts get truncated."""
+        pvp = PVP(spec, pattern, tokenizer, model_config.max_seq_length)
+        encoded = pvp.encode_texts(a, b) if a else []
+        return PatternCheck(len(encoded), sum(1 for e in encoded if e.truncated))
+
+    # -- the model ------------------------------------------------------------------------------
+    @property
+    def module(self) -> nn.Module:
+        return self.mlm.model
+
+    @property
+    def device(self) -> torch.device:
+        return self.mlm.device
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return self.mlm.autocast_dtype
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return self.mlm.autocast()
+
+    # -- encoding -------------------------------------------------------------------------
+    def encode(self, a: list[str], b: list[str | None]) -> dict[int, list[Encoded]]:
+        """Encodings keyed by number of masks (just {1: ...} for single-token verbalizers)."""
+        lengths = {len(ids) for per in self.pvp.verbalizer.token_ids.values() for ids in per}
+        return {n: self.pvp.encode_texts(a, b, n_masks=n) for n in sorted(lengths)}
+
+    def lengths(self, encodings: dict[int, list[Encoded]]) -> list[int]:
+        return [len(e.input_ids) for e in encodings[min(encodings)]]
+
+    def encode_unlabeled(self, a: list[str], b: list[str | None]) -> list[Encoded]:
+        """Unlabelled texts in the pattern (one mask) for the auxiliary MLM loss."""
+        return self.pvp.encode_texts(a, b, n_masks=1)
+
+    # -- scores -----------------------------------------------------------------------------
+    def label_logits(self, encodings: dict[int, list[Encoded]], indices: list[int]) -> torch.Tensor:
+        """(B, |L|) label logits with gradients; multi-token words scored in one parallel pass."""
+        pad = self._pad()
+        if not self.multi_token:
+            batch = collate(encodings[1], indices, pad).to(self.mlm.device)
+            return label_scores(self.mlm.mask_logits(batch)[:, 0], self._flat_ids, self._owner, self.n_labels)
+        word_scores: dict[int, torch.Tensor] = {}
+        for n, encoded in encodings.items():
+            batch = collate(encoded, indices, pad).to(self.mlm.device)
+            word_scores[n] = torch.log_softmax(self.mlm.mask_logits(batch), dim=-1)  # (B, n, V)
+        return self._combine(lambda ids: word_scores[len(ids)][:, torch.arange(len(ids)), ids].sum(-1))
+
+    def inference_logits(self, encodings: dict[int, list[Encoded]], indices: list[int]) -> torch.Tensor:
+        """Single-token: as in training; multi-token: most-confident-first decoding of every word."""
+        if not self.multi_token:
+            return self.label_logits(encodings, indices)
+        cache: dict[tuple[int, ...], torch.Tensor] = {}
+
+        def word_score(ids: list[int]) -> torch.Tensor:
+            key = tuple(ids)
+            if key not in cache:
+                batch = collate(encodings[len(ids)], indices, self._pad()).to(self.mlm.device)
+                cache[key] = self._decode_word(batch, torch.tensor(ids, device=self.mlm.device))
+            return cache[key]
+
+        return self._combine(word_score)
+
+    def aux_loss(self, encodings: list[Encoded], indices: list[int], generator: torch.Generator,
+                 config: TrainConfig) -> torch.Tensor:
+        """PET's masked-LM loss: BERT masking of the unlabelled rows, CE at the masked positions."""
+        unl = collate(encodings, indices, self._pad())
+        ids, labels = mask_tokens(unl.input_ids, unl.attention_mask, self.mlm.tokenizer, config.mlm_probability,
+                                  generator)
+        unl.input_ids = ids
+        return mlm_loss(self.mlm, unl.to(self.mlm.device), labels.to(self.mlm.device))
+
+    def _pad(self) -> int:
+        return self.mlm.tokenizer.pad_token_id or 0
+
+    def _combine(self, word_score: Callable[[list[int]], torch.Tensor]) -> torch.Tensor:
+        columns = []
+        for label in self.pvp.verbalizer.label_names:
+            per_word = [word_score(ids) for ids in self.pvp.verbalizer.token_ids[label]]
+            columns.append(torch.stack(per_word, 0).mean(0))
+        return torch.stack(columns, -1)
+
+    def _decode_word(self, batch: Batch, word: torch.Tensor) -> torch.Tensor:
+        """Sum of log-probs of ``word`` filling the masks, fixing the most confident mask first."""
+        ids = batch.input_ids.clone()
+        n = word.numel()
+        rows = torch.arange(ids.size(0), device=ids.device)
+        remaining = torch.ones(ids.size(0), n, dtype=torch.bool, device=ids.device)
+        total = torch.zeros(ids.size(0), device=ids.device)
+        for _ in range(n):
+            hidden = self.mlm.encode(Batch(batch.indices, ids, batch.attention_mask, batch.mask_positions))
+            logprobs = torch.log_softmax(
+                self.mlm.vocab_logits(gather_positions(hidden, batch.mask_positions)).float(), -1
+            )  # (B, n, V)
+            target = logprobs.gather(2, word.view(1, n, 1).expand(ids.size(0), n, 1)).squeeze(-1)  # (B, n)
+            target = target.masked_fill(~remaining, float("-inf"))
+            best = target.argmax(-1)
+            total += target[rows, best]
+            remaining[rows, best] = False
+            ids[rows, batch.mask_positions[rows, best]] = word[best]
+        return total
