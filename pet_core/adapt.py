@@ -7,18 +7,18 @@ on the task's own unlabelled text, with a higher learning rate for newly initial
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from torch import nn
+import torch
 
 from pet_core.artifacts import atomic_dir, write_json
 from pet_core.callbacks import Callback, CallbackList
 from pet_core.config import AdaptConfig, ModelConfig
+from pet_core.loop import OptimLoop
 from pet_core.modeling import MaskedLM, collate
-from pet_core.optim import build_optimizer, check_finite, cycle_batches, mask_tokens, mlm_loss, seed_everything
+from pet_core.optim import cycle_batches, mask_tokens, mlm_loss, seed_everything
 from pet_core.pvp import Encoded
 
 ADAPT_RECORD = "adapt_record.json"
@@ -44,7 +44,6 @@ def _freeze_lowest(mlm: MaskedLM, n_layers: int) -> None:
 def adapt_backbone(model_config: ModelConfig, config: AdaptConfig, unlabeled: pa.Table, out_dir: str | Path,
                    callbacks: list[Callback] | None = None) -> dict[str, Any]:
     """Train the backbone as a masked LM on ``unlabeled`` and save it to ``out_dir`` (safetensors)."""
-    started = time.perf_counter()
     events = CallbackList(callbacks or [])
     if unlabeled.num_rows == 0:
         raise ValueError("backbone adaptation needs unlabelled text, but D is empty")
@@ -53,32 +52,25 @@ def adapt_backbone(model_config: ModelConfig, config: AdaptConfig, unlabeled: pa
     new_head = set(mlm.missing_head_keys)
     _freeze_lowest(mlm, config.freeze_layers)
     head_ids = {id(p): config.head_learning_rate for n, p in mlm.model.named_parameters() if n in new_head}
-    optimizer, scheduler = build_optimizer(mlm.model, config.learning_rate, config.weight_decay, 1e-8,
-                                           config.max_steps, 0, param_lrs=head_ids)
+    loop = OptimLoop(mlm.model, config, config.max_steps, mlm.autocast_dtype, param_lrs=head_ids)
     texts = plain_texts(unlabeled)
     encoded = [Encoded(ids, []) for ids in mlm.tokenizer(texts, truncation=True,
                                                          max_length=config.max_seq_length)["input_ids"]]
     batches = cycle_batches(len(encoded), config.batch_size, generator)
     pad = mlm.tokenizer.pad_token_id or 0
     mlm.model.train()
-    events.on_stage_begin("adapt", config.max_steps)
-    step, loss_value = 0, None
-    while step < config.max_steps:
+
+    def micro_batch(step: int) -> torch.Tensor:
         batch = collate(encoded, next(batches), pad)
         ids, labels = mask_tokens(batch.input_ids, batch.attention_mask, mlm.tokenizer, config.mlm_probability,
                                   generator)
         batch.input_ids = ids
         with mlm.autocast():
-            loss = mlm_loss(mlm, batch.to(mlm.device), labels.to(mlm.device))
-        check_finite(loss, f"adapt step {step}")
-        loss.backward()
-        nn.utils.clip_grad_norm_(mlm.model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        loss_value = float(loss.item())
-        events.on_progress("adapt", step, config.max_steps, loss=loss_value)
+            return mlm_loss(mlm, batch.to(mlm.device), labels.to(mlm.device))
+
+    loss_value = loop.run(micro_batch, "adapt", events)
+    loop.close()
+    step = config.max_steps
     mlm.model.eval()
     # No timings in here: this record is hashed with the backbone (the store's record holds wall_s).
     info = {"steps": step, "final_loss": loss_value, "new_head_weights": sorted(new_head), "texts": len(texts),

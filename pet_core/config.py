@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Precision(str, enum.Enum):
@@ -55,17 +55,25 @@ class ModelConfig(StageConfig):
     trust_remote_code: bool = Field(default=False, description="Only for backbones you trust.")
 
 
-class TrainConfig(StageConfig):
-    """Fine-tuning one PVP model (paper defaults, with the auxiliary MLM loss)."""
+class OptimConfig(StageConfig):
+    """The optimizer settings every trainer shares (pattern models, distillation, baseline, adaptation):
+    AdamW with a linear schedule, gradient accumulation and clipping. Each stage's section inherits them,
+    so they are declared once and stay flat in the YAML (``train.learning_rate``)."""
+
+    grad_accumulation: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
+    learning_rate: float = Field(default=1e-5, gt=0, description="AdamW learning rate (linear decay to 0).")
+    weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay (not on biases/LayerNorm).")
+    adam_epsilon: float = Field(default=1e-8, gt=0, description="AdamW epsilon.")
+    max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping norm.")
+    warmup_steps: int = Field(default=0, ge=0, description="Linear warm-up steps.")
+
+
+class TrainConfig(OptimConfig):
+    """Fine-tuning one pattern model (paper defaults, with the auxiliary MLM loss)."""
 
     max_steps: int = Field(default=1000, ge=1, description="Optimizer steps (paper: 1000 with MLM, 250 without).")
     batch_size: int = Field(default=4, ge=1, description="Labelled examples per micro-batch.")
-    grad_accumulation: int = Field(default=4, ge=1)
-    learning_rate: float = Field(default=1e-5, gt=0)
-    weight_decay: float = Field(default=0.01, ge=0)
-    adam_epsilon: float = Field(default=1e-8, gt=0)
-    max_grad_norm: float = Field(default=1.0, gt=0)
-    warmup_steps: int = Field(default=0, ge=0)
+    grad_accumulation: int = Field(default=4, ge=1, description="Micro-batches per optimizer step (paper: 4).")
     mlm_alpha: float = Field(default=1e-4, ge=0, lt=1, description="Weight of the auxiliary MLM loss; 0 = off.")
     unlabeled_ratio: int = Field(default=3, ge=1, description="Unlabelled examples per labelled one, per step.")
     mlm_probability: float = Field(default=0.15, gt=0, lt=1)
@@ -117,7 +125,7 @@ class HeadInit(str, enum.Enum):
     random = "random"  # the model class's own random initialisation
 
 
-class DistillConfig(StageConfig):
+class DistillConfig(OptimConfig):
     """Training the final sequence classifier on D with the ensemble's soft labels (and the baseline on T)."""
 
     epochs: float = Field(default=4.0, gt=0, description="Passes over the training set; the step count is "
@@ -125,12 +133,7 @@ class DistillConfig(StageConfig):
     min_steps: int = Field(default=30, ge=1, description="At least this many steps, however small the set.")
     max_steps: int = Field(default=5000, ge=1, description="At most this many steps (the paper's budget).")
     batch_size: int = Field(default=16, ge=1, description="Examples per micro-batch.")
-    grad_accumulation: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
-    learning_rate: float = Field(default=5e-5, gt=0, description="AdamW learning rate (linear decay).")
-    weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay (not on biases/LayerNorm).")
-    adam_epsilon: float = Field(default=1e-8, gt=0, description="AdamW epsilon.")
-    max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping norm.")
-    warmup_steps: int = Field(default=0, ge=0, description="Linear warm-up steps.")
+    learning_rate: float = Field(default=5e-5, gt=0, description="AdamW learning rate (linear decay to 0).")
     temperature: float = Field(default=2.0, gt=0, description="Student softmax temperature of the KL·T² loss.")
     head_init: HeadInit = Field(default=HeadInit.probe, description="'probe': fit the output layer to the "
                                 "targets on frozen features before fine-tuning, so step 0 already follows the "
@@ -146,15 +149,14 @@ class DistillConfig(StageConfig):
         return max(1, min(self.max_steps, max(self.min_steps, wanted)))
 
 
-class AdaptConfig(StageConfig):
+class AdaptConfig(OptimConfig):
     """Continued masked-LM training of a backbone on unlabelled text (learns a missing MLM head)."""
 
     max_steps: int = Field(default=2000, ge=1, description="Optimizer steps; always run in full, so the adapted "
                            "backbone is the same on a busy and an idle machine (no wall-clock budget).")
-    batch_size: int = Field(default=32, ge=1)
-    learning_rate: float = Field(default=1e-4, gt=0)
+    batch_size: int = Field(default=32, ge=1, description="Texts per micro-batch.")
+    learning_rate: float = Field(default=1e-4, gt=0, description="AdamW learning rate of the encoder.")
     head_learning_rate: float = Field(default=1e-3, gt=0, description="For a newly initialised MLM head.")
-    weight_decay: float = Field(default=0.01, ge=0)
     mlm_probability: float = Field(default=0.15, gt=0, lt=1)
     freeze_layers: int = Field(default=0, ge=0, description="Lowest encoder layers kept frozen.")
     max_seq_length: int = Field(default=128, gt=8)

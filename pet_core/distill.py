@@ -22,9 +22,10 @@ from pet_core.backbone import BackboneError, resolve_backbone
 from pet_core.callbacks import Callback, CallbackList
 from pet_core.config import DistillConfig, HeadInit, ModelConfig
 from pet_core.head_init import fit_probe, layer_inputs, output_layer, set_layer
+from pet_core.loop import OptimLoop, distillation
 from pet_core.metrics import classification_metrics
 from pet_core.modeling import resolve_device, resolve_precision
-from pet_core.optim import build_optimizer, check_finite, grad_scaler, seed_everything
+from pet_core.optim import seed_everything
 from pet_core.training import label_indices
 
 DISTILL_RECORD = "distill_record.json"
@@ -121,6 +122,57 @@ def _probe_init(clf: SequenceClassifier, features: Features, targets: np.ndarray
     set_layer(layer, weight, bias)
 
 
+class Objective:
+    """What the classifier learns from: the ensemble's soft labels (distillation) or gold labels (baseline)."""
+
+    stage = "distill"
+
+    def probe_targets(self, targets: np.ndarray, n_labels: int) -> tuple[np.ndarray, float]:
+        """Probability rows and temperature for the probe fit of the output layer."""
+        raise NotImplementedError
+
+    def tensor(self, targets: np.ndarray) -> torch.Tensor:
+        """The targets as a tensor indexed by row."""
+        raise NotImplementedError
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """One micro-batch's loss."""
+        raise NotImplementedError
+
+
+class SoftLabels(Objective):
+    """KL(targets ‖ softmax(s/T))·T² on probability rows: distillation from the ensemble."""
+
+    stage = "distill"
+
+    def __init__(self, temperature: float):
+        self.temperature = temperature
+
+    def probe_targets(self, targets: np.ndarray, n_labels: int) -> tuple[np.ndarray, float]:
+        return targets.astype(np.float32), self.temperature
+
+    def tensor(self, targets: np.ndarray) -> torch.Tensor:
+        return torch.tensor(targets, dtype=torch.float32)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return distillation(logits, targets, self.temperature)
+
+
+class GoldLabels(Objective):
+    """Cross-entropy on label indices: the supervised baseline on T."""
+
+    stage = "supervised"
+
+    def probe_targets(self, targets: np.ndarray, n_labels: int) -> tuple[np.ndarray, float]:
+        return np.eye(n_labels, dtype=np.float32)[targets], 1.0
+
+    def tensor(self, targets: np.ndarray) -> torch.Tensor:
+        return torch.tensor(targets, dtype=torch.long)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits, targets)
+
+
 def distill(
     train: pa.Table,
     targets: np.ndarray,
@@ -129,17 +181,18 @@ def distill(
     config: DistillConfig,
     out_dir: str | Path,
     seed: int = 0,
-    soft: bool = True,
+    objective: Objective | None = None,
     callbacks: list[Callback] | None = None,
 ) -> dict[str, Any]:
-    """Train the final classifier on ``train`` with ``targets`` (soft label rows, or label indices).
+    """Train the final classifier on ``train`` with ``targets`` and save it (safetensors), atomically.
 
-    ``soft=True``: KL(targets ‖ softmax(s/T))·T². ``soft=False``: cross-entropy on label indices.
-    The step count follows ``config.steps_for(len(train))``; the output layer starts from a probe fit
-    (``config.head_init``). The record's ``agreement`` is the share of training rows whose predicted
-    label is the target's most probable one, after training.
+    ``objective``: ``SoftLabels(config.temperature)`` (default; ``targets`` are probability rows) or
+    ``GoldLabels()`` (``targets`` are label indices). The step count follows ``config.steps_for(len(train))``;
+    the output layer starts from a probe fit (``config.head_init``). The record's ``agreement`` is the
+    share of training rows whose predicted label is the target's most probable one, after training.
     """
     events = CallbackList(callbacks or [])
+    objective = objective or SoftLabels(config.temperature)
     if train.num_rows == 0:
         raise ValueError("distillation needs at least one training example (D is empty)")
     generator = seed_everything(seed)
@@ -148,57 +201,41 @@ def distill(
     clf.model.config.label2id = {n: i for i, n in enumerate(label_names)}
     model = clf.model
     features = clf.encode(*_pair(train))
-    probs = targets.astype(np.float32) if soft else np.eye(len(label_names), dtype=np.float32)[targets]
-    temperature = config.temperature if soft else 1.0
+    probs, probe_temperature = objective.probe_targets(targets, len(label_names))
     if config.head_init is HeadInit.probe:
-        _probe_init(clf, features, probs, config, temperature)
+        _probe_init(clf, features, probs, config, probe_temperature)
     model.train()
-    target_t = torch.tensor(targets, dtype=torch.float32 if soft else torch.long)
+    target_t = objective.tensor(targets)
     steps = config.steps_for(train.num_rows)
-    optimizer, scheduler = build_optimizer(model, config.learning_rate, config.weight_decay, config.adam_epsilon,
-                                           steps, config.warmup_steps)
+    loop = OptimLoop(model, config, steps, clf.autocast_dtype)
     batches = bucketed_batches([len(f["input_ids"]) for f in features], config.batch_size, generator)
-    stage = "distill" if soft else "supervised"
-    events.on_stage_begin(stage, steps)
-    scaler = grad_scaler(clf.device, clf.autocast_dtype)
-    loss_value = 0.0
-    for step in range(steps):
-        loss_value = 0.0
-        for _ in range(config.grad_accumulation):
-            idx = next(batches)
-            logits = clf.forward([features[i] for i in idx])
-            y = target_t[idx].to(clf.device)
-            if soft:
-                log_p = torch.log_softmax(logits / temperature, dim=-1)
-                loss = nn.functional.kl_div(log_p, y, reduction="batchmean") * temperature**2
-            else:
-                loss = nn.functional.cross_entropy(logits, y)
-            check_finite(loss, f"{stage} step {step}")
-            scaler.scale(loss / config.grad_accumulation).backward()
-            loss_value += loss.item() / config.grad_accumulation
-        scaler.unscale_(optimizer)
-        nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        events.on_progress(stage, step + 1, steps, loss=loss_value)
-    del optimizer, scheduler
+
+    def micro_batch(step: int) -> torch.Tensor:
+        idx = next(batches)
+        return objective.loss(clf.forward([features[i] for i in idx]), target_t[idx].to(clf.device))
+
+    loss_value = loop.run(micro_batch, objective.stage, events)
+    loop.close()
     predicted = clf.predict_encoded(features, config.eval_batch_size).argmax(1)
     agreement = float((predicted == probs.argmax(1)).mean())
     # No timings in here: this record is hashed with the classifier (the store's record holds wall_s).
-    record = {"stage": stage, "steps": steps, "final_loss": loss_value, "n_train": train.num_rows,
+    record = {"stage": objective.stage, "steps": steps, "final_loss": loss_value, "n_train": train.num_rows,
               "agreement": agreement, "seed": seed, "labels": label_names, "config": config.to_dict()}
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         clf.tokenizer.save_pretrained(tmp)
         write_json(record, tmp / DISTILL_RECORD)
-    del clf, model, features
+    _drop(clf)
+    events.on_stage_end(objective.stage, {"final_loss": loss_value, "agreement": agreement})
+    return record
+
+
+def _drop(clf: SequenceClassifier) -> None:
+    """Free the classifier's weights before the next stage (the caller's references are only locals)."""
+    clf.model = None
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    events.on_stage_end(stage, {"final_loss": loss_value, "agreement": agreement})
-    return record
 
 
 def distillation_targets(soft_labels: pa.Table, unlabeled: pa.Table) -> np.ndarray:
@@ -234,4 +271,5 @@ def evaluate(model_dir: str | Path, test: pa.Table, model_config: ModelConfig,
     return metrics, predictions
 
 
-__all__ = ["SequenceClassifier", "distill", "distillation_targets", "evaluate", "label_indices"]
+__all__ = ["GoldLabels", "Objective", "SequenceClassifier", "SoftLabels", "distill", "distillation_targets", "evaluate",
+           "label_indices"]

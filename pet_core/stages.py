@@ -241,12 +241,13 @@ def supervised(store: ArtifactStore, spec: TaskSpec, model: ModelConfig, config:
                seed: int = 0, callbacks: Sequence[Callback] = ()) -> StageRecord:
     """The baseline: the same sequence classifier trained on T's hard labels only."""
     def build(tmp: Path) -> tuple[dict[str, str], dict[str, Any]]:
+        from pet_core.distill import GoldLabels
         from pet_core.distill import distill as fit
         from pet_core.training import label_indices
 
         t = read_table(labeled.verify().path)
         info = fit(t, label_indices(t, spec), spec.label_names, model, config, tmp / "classifier", seed=seed,
-                   soft=False, callbacks=list(callbacks))
+                   objective=GoldLabels(), callbacks=list(callbacks))
         return {"classifier": "classifier"}, info
 
     return store.run("supervised", {"model": model_key(model), "distill": config.to_dict(), "seed": seed,

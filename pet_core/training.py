@@ -11,14 +11,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import torch
-from torch import nn
 
 from pet_core.artifacts import atomic_dir, write_json
 from pet_core.callbacks import Callback, CallbackList
 from pet_core.config import ModelConfig, TrainConfig
 from pet_core.kinds import DEFAULT_KIND, KindConfig, get_kind
 from pet_core.kinds.base import TRAIN_RECORD, PatternModel, label_indices, texts
-from pet_core.optim import build_optimizer, check_finite, cycle_batches, grad_scaler, seed_everything
+from pet_core.loop import OptimLoop, weighted_cross_entropy
+from pet_core.optim import cycle_batches, seed_everything
 from pet_core.spec import TaskSpec
 
 
@@ -119,32 +119,20 @@ def _fit(
     if unl_encoded is not None:
         unl_batches = cycle_batches(unlabeled.num_rows, cfg.batch_size * cfg.unlabeled_ratio, generator)
     lab_batches = cycle_batches(labeled.num_rows, cfg.batch_size, generator)
-    optimizer, scheduler = build_optimizer(model.param_groups(cfg.learning_rate), cfg.learning_rate,
-                                           cfg.weight_decay, cfg.adam_epsilon, cfg.max_steps, cfg.warmup_steps)
-    scaler = grad_scaler(model.device, model.autocast_dtype)
-    events.on_stage_begin(stage, cfg.max_steps)
-    running = 0.0
-    for step in range(cfg.max_steps):
-        running = 0.0
-        for _ in range(cfg.grad_accumulation):
-            idx = next(lab_batches)
-            with model.autocast():
-                logits = model.label_logits(encodings, idx).float()
-                ce = nn.functional.cross_entropy(logits, gold[idx], reduction="none")
-                ce = (ce * weights[idx]).sum() / weights[idx].sum() if weights is not None else ce.mean()
-                loss = ce
-                if unl_encoded is not None:
-                    aux = model.aux_loss(unl_encoded, next(unl_batches), generator, cfg)
-                    loss = (1 - cfg.mlm_alpha) * ce + cfg.mlm_alpha * aux
-            check_finite(loss, f"{stage} step {step}")
-            scaler.scale(loss / cfg.grad_accumulation).backward()
-            running += loss.item() / cfg.grad_accumulation
-        scaler.unscale_(optimizer)
-        nn.utils.clip_grad_norm_(model.module.parameters(), cfg.max_grad_norm)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        events.on_progress(stage, step + 1, cfg.max_steps, loss=running)
+    loop = OptimLoop(model.module, cfg, cfg.max_steps, model.autocast_dtype,
+                     groups=model.param_groups(cfg.learning_rate))
+
+    def objective(step: int) -> torch.Tensor:
+        idx = next(lab_batches)
+        with model.autocast():
+            logits = model.label_logits(encodings, idx).float()
+            ce = weighted_cross_entropy(logits, gold[idx], None if weights is None else weights[idx])
+            if unl_encoded is None:
+                return ce
+            aux = model.aux_loss(unl_encoded, next(unl_batches), generator, cfg)
+            return (1 - cfg.mlm_alpha) * ce + cfg.mlm_alpha * aux
+
+    running = loop.run(objective, stage, events)
+    loop.close()
     model.train(False)
     return running

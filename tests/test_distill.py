@@ -13,7 +13,9 @@ from safetensors.torch import load_file
 
 from pet_core.artifacts import logits_of
 from pet_core.config import DistillConfig
-from pet_core.distill import DISTILL_RECORD, SequenceClassifier, distill, distillation_targets, evaluate
+from pet_core.distill import (
+    DISTILL_RECORD, GoldLabels, SequenceClassifier, SoftLabels, distill, distillation_targets, evaluate,
+)
 from pet_core.ensemble import softmax
 from pet_core.training import label_indices
 
@@ -109,7 +111,8 @@ def test_supervised_mode(tmp_path, sentiment_examples, sentiment_spec, model_con
     train = sentiment_examples.slice(0, 16)
     gold = label_indices(train, sentiment_spec)
     cfg = DistillConfig(max_steps=25, batch_size=8, learning_rate=1e-2, head_init="random")  # the loss alone
-    record = distill(train, gold, sentiment_spec.label_names, model_config, cfg, tmp_path / "sup", soft=False)
+    record = distill(train, gold, sentiment_spec.label_names, model_config, cfg, tmp_path / "sup",
+                     objective=GoldLabels())
     assert record["stage"] == "supervised"
     metrics, _ = evaluate(tmp_path / "sup", train, model_config)
     assert metrics["accuracy"] >= 0.9
@@ -118,7 +121,7 @@ def test_supervised_mode(tmp_path, sentiment_examples, sentiment_spec, model_con
 def test_distill_pairs_of_texts(tmp_path, topic_examples, topic_spec, model_config):
     targets = label_indices(topic_examples, topic_spec)
     record = distill(topic_examples, targets, topic_spec.label_names, model_config, FAST, tmp_path / "pair",
-                     soft=False)
+                     objective=GoldLabels())
     assert record["n_train"] == 30
     metrics, predictions = evaluate(tmp_path / "pair", topic_examples, model_config)
     assert metrics["labels"] == topic_spec.label_names and logits_of(predictions).shape == (30, 3)
@@ -180,7 +183,8 @@ def test_probe_start_follows_the_targets_before_any_step(tmp_path, sentiment_spl
     agreement = {}
     for init in ("probe", "random"):
         cfg = DistillConfig(max_steps=1, learning_rate=1e-9, head_init=init, batch_size=8)
-        record = distill(d, targets, ["negative", "positive"], model_config, cfg, tmp_path / init, soft=soft)
+        objective = SoftLabels(cfg.temperature) if soft else GoldLabels()
+        record = distill(d, targets, ["negative", "positive"], model_config, cfg, tmp_path / init, objective=objective)
         metrics, _ = evaluate(tmp_path / init, d.set_column(3, "label", pa.array(
             [["negative", "positive"][i] for i in labels])), model_config)
         assert record["agreement"] == pytest.approx(metrics["accuracy"])

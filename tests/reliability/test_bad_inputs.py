@@ -775,14 +775,14 @@ def test_predict_on_a_pvp_model_names_the_classifier_to_pass(trained_models, sen
 @pytest.fixture(scope="module")
 def sentiment_classifier(sentiment_examples, tiny_mlm_dir, tmp_path_factory) -> Path:
     """A sequence classifier of the sentiment task, distilled for two steps from gold labels."""
-    from pet_core.distill import distill
+    from pet_core.distill import GoldLabels, distill
 
     names = ["negative", "positive"]
     train = sentiment_examples.slice(0, 8)
     targets = np.array([names.index(x) for x in train.column("label").to_pylist()])
     out = tmp_path_factory.mktemp("classifier") / "classifier"
     distill(train, targets, names, tiny_model_config(tiny_mlm_dir), DistillConfig(max_steps=2, batch_size=4),
-            out, soft=False)
+            out, objective=GoldLabels())
     return out
 
 
