@@ -10,6 +10,7 @@ from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
+from pet_core.plan import ModelJob, generation_jobs
 from pet_core.run_config import RunConfig
 from tasks.common import RefDict, StageResult
 from tasks.evaluate import ensemble_accuracy
@@ -39,16 +40,16 @@ def task_runner() -> TaskRunner:
     return ProcessPoolTaskRunner(max_workers=workers)
 
 
-def train_and_score(config: RunConfig, data: dict[str, RefDict],
-                    jobs: list[tuple[int, int, int, RefDict]]) -> tuple[list[dict[str, Any]], list[StageResult]]:
-    """Train one model per job (pattern, seed, generation, labelled set); score each on D and test.
+def train_and_score(config: RunConfig, data: dict[str, RefDict], jobs: list[ModelJob],
+                    train_sets: list[RefDict]) -> tuple[list[dict[str, Any]], list[StageResult]]:
+    """Train one model per job of the plan on its training set; score each on D and test.
 
     Returns the models in job order (the order of every logits list downstream) and all stage results.
     """
     spec, model, store = config.task_spec(), config.model, config.store
-    trainings = {train.submit(store, spec, model, config.train, pattern, seed, generation, labeled,
-                              data["unlabeled"], kind=config.kind_for(pattern)): i
-                 for i, (pattern, seed, generation, labeled) in enumerate(jobs)}
+    trainings = {train.submit(store, spec, model, config.train, job.pattern, job.seed, job.generation, labeled,
+                              data["unlabeled"], kind=job.kind): i
+                 for i, (job, labeled) in enumerate(zip(jobs, train_sets, strict=True))}
     scorings: dict[int, dict[str, Any]] = {}
     trained: dict[int, StageResult] = {}
     for future in as_completed(list(trainings)):
@@ -61,8 +62,9 @@ def train_and_score(config: RunConfig, data: dict[str, RefDict],
     models, results = [], []
     for i in range(len(jobs)):
         scored = {split: f.result() for split, f in scorings[i].items()}
-        info, (pattern, seed, generation, _) = trained[i]["info"], jobs[i]
-        models.append({"model_id": info["model_id"], "pattern": pattern, "seed": seed, "generation": generation,
+        info, job = trained[i]["info"], jobs[i]
+        models.append({"model_id": info["model_id"], "pattern": job.pattern, "seed": job.seed,
+                       "generation": job.generation,
                        **{k: info[k] for k in ("n_labeled", "pre_train_accuracy", "post_train_accuracy")},
                        "model": trained[i]["outputs"]["model"], "cached": trained[i]["cached"],
                        "unlabeled_logits": scored["D"]["outputs"]["logits"],
@@ -89,6 +91,6 @@ def pet_flow(config: RunConfig, data: dict[str, RefDict]) -> dict[str, Any]:
     ``data`` holds the refs of ``labeled``, ``unlabeled`` and optionally ``test`` from the prepare stage.
     Returns {generation, models, test, sets, stages}; ``models`` in (pattern, seed) order.
     """
-    jobs = [(pattern, seed, 0, data["labeled"]) for pattern in config.pattern_ids() for seed in config.seeds]
-    models, results = train_and_score(config, data, jobs)
+    jobs = generation_jobs(config, 0)
+    models, results = train_and_score(config, data, jobs, [data["labeled"]] * len(jobs))
     return finish_generation(config, data, 0, models, results)

@@ -15,6 +15,7 @@ from prefect import flow
 from flows.ipet import ipet_flow
 from flows.pet import pet_flow, task_runner
 from pet_core.metrics import comparison
+from pet_core.plan import with_backbone
 from pet_core.run_config import RunConfig
 from tasks.common import RefDict, StageResult
 from tasks.adapt import adapt
@@ -52,11 +53,11 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None, checked:
     if config.adapt is not None:
         adapted = adapt.submit(store, config.model, config.adapt, data["unlabeled"]).result()
         stages.append(adapted)
-        backbone = adapted["outputs"]["backbone"]["path"]
-        config = config.model_copy(update={"model": config.model.model_copy(update={"backbone": backbone})})
+        config = with_backbone(config, adapted["outputs"]["backbone"]["path"])
     generations = [pet_flow.with_options(task_runner=task_runner())(config, data)]
     if config.ipet is not None:
-        generations += ipet_flow.with_options(task_runner=task_runner())(config, data, generations[0])
+        generations += ipet_flow.with_options(task_runner=task_runner())(config, data, generations[0],
+                                                                         prepared["info"]["labeled"]["rows"])
     for generation in generations:
         stages += generation["stages"]
     last = generations[-1]["models"]

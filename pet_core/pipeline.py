@@ -14,6 +14,7 @@ from typing import Any
 from pet_core import stages
 from pet_core.callbacks import Callback
 from pet_core.metrics import comparison
+from pet_core.plan import generation_count, generation_jobs, model_grid, with_backbone
 from pet_core.run_config import RunConfig
 from pet_core.spec import TaskSpec
 from pet_core.store import ArtifactStore, Ref, StageRecord
@@ -63,19 +64,14 @@ class PipelineResult:
         return out
 
 
-def model_grid(config: RunConfig) -> list[tuple[int, int]]:
-    """(pattern, seed) of every model of a generation, in a fixed order."""
-    return [(p, s) for p in config.pattern_ids() for s in config.seeds]
-
-
 def run_generation(store: ArtifactStore, spec: TaskSpec, config: RunConfig, index: int, train_sets: list[Ref],
                    prepared: StageRecord, callbacks: list[Callback]) -> Generation:
     """Train, then score on D (and test), every model of one generation."""
     gen = Generation(index)
     unlabeled, test = prepared.out("unlabeled"), prepared.outputs.get("test")
-    for (pattern, seed), train_set in zip(model_grid(config), train_sets, strict=True):
-        trained = stages.train(store, spec, config.model, config.train, pattern, seed, index, train_set,
-                               unlabeled, callbacks, kind=config.kind_for(pattern))
+    for job, train_set in zip(generation_jobs(config, index), train_sets, strict=True):
+        trained = stages.train(store, spec, config.model, config.train, job.pattern, job.seed, index, train_set,
+                               unlabeled, callbacks, kind=job.kind)
         gen.trained.append(trained)
         gen.unlabeled_logits.append(stages.score(store, spec, config.model, config.score, trained.out("model"),
                                                  unlabeled, callbacks).out("logits"))
@@ -96,13 +92,11 @@ def run(config: RunConfig, callbacks: list[Callback] | None = None) -> PipelineR
     if config.adapt is not None:
         adapted = stages.adapt(store, config.model, config.adapt, prepared.out("unlabeled"), callbacks)
         records.append(adapted)
-        config = config.model_copy(update={"model": config.model.model_copy(
-            update={"backbone": adapted.out("backbone").path})})
+        config = with_backbone(config, adapted.out("backbone").path)
     labeled = prepared.out("labeled")
     grid = model_grid(config)
     generations = [run_generation(store, spec, config, 0, [labeled] * len(grid), prepared, callbacks)]
-    n_generations = config.ipet.num_generations(prepared.info["labeled"]["rows"]) if config.ipet else 0
-    for index in range(1, n_generations + 1):
+    for index in range(1, generation_count(config, prepared.info["labeled"]["rows"]) + 1):
         previous = generations[-1]
         sets = stages.next_generation(store, spec, config.ipet, labeled, prepared.out("unlabeled"),
                                       previous.unlabeled_logits, previous.accuracies, index, config.data.seed)

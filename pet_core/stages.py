@@ -133,7 +133,8 @@ def train(store: ArtifactStore, spec: TaskSpec, model: ModelConfig, config: Trai
     kind = kind or get_kind(DEFAULT_KIND).config()
 
     def build(tmp: Path) -> tuple[dict[str, str], dict[str, Any]]:
-        from pet_core.training import model_id, train_pvp
+        from pet_core.plan import model_id
+        from pet_core.training import train_pvp
 
         result = train_pvp(spec, pattern, model_seed(seed, pattern, generation), read_table(labeled.verify().path),
                            read_table(unlabeled.verify().path) if unlabeled else None, model, config,

@@ -19,6 +19,7 @@ from pet_core.kinds import DEFAULT_KIND, KindConfig, get_kind
 from pet_core.kinds.base import TRAIN_RECORD, PatternModel, label_indices, texts
 from pet_core.loop import OptimLoop, weighted_cross_entropy
 from pet_core.optim import cycle_batches, seed_everything
+from pet_core.plan import model_id
 from pet_core.spec import TaskSpec
 
 
@@ -41,11 +42,6 @@ class TrainResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict."""
         return asdict(self)
-
-
-def model_id(pattern: int, seed: int, generation: int = 0) -> str:
-    """The id naming a model in every artifact."""
-    return f"g{generation}-p{pattern}-s{seed}"
 
 
 def accuracy_on(model: PatternModel, table: pa.Table, spec: TaskSpec, batch_size: int) -> float | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pet_core import pipeline
+from pet_core import pipeline, plan
 from pet_core.artifacts import read_table
 from pet_core.store import ArtifactStore
 
@@ -112,7 +112,7 @@ def test_first_run_result_objects(first, config):
     d = read_table(result.prepared.out("unlabeled").path)
     assert read_table(result.soft_labels.out("soft_labels").path).num_rows == d.num_rows == 15
     assert result.prepared.info["labeled"]["rows"] == 6 and result.prepared.info["test"]["rows"] == 9
-    assert pipeline.model_grid(config) == [(0, 1), (1, 1)]
+    assert plan.model_grid(config) == [(0, 1), (1, 1)]
 
 
 def test_summary_has_per_model_ensemble_and_final_metrics(first):

@@ -1,0 +1,52 @@
+"""The run as data: which models each generation trains, how many generations there are, and on which
+backbone. ``pet_core.pipeline.run`` and the Prefect flows both walk this plan, so these decisions are
+written once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pet_core.kinds.registry import KindConfig
+from pet_core.run_config import RunConfig
+
+
+def model_id(pattern: int, seed: int, generation: int = 0) -> str:
+    """The id naming a model in every artifact."""
+    return f"g{generation}-p{pattern}-s{seed}"
+
+
+@dataclass(frozen=True)
+class ModelJob:
+    """One pattern model of a generation: its pattern, seed and kind."""
+
+    pattern: int
+    seed: int
+    generation: int
+    kind: KindConfig
+
+    @property
+    def model_id(self) -> str:
+        """``g<generation>-p<pattern>-s<seed>``."""
+        return model_id(self.pattern, self.seed, self.generation)
+
+
+def model_grid(config: RunConfig) -> list[tuple[int, int]]:
+    """(pattern, seed) of every model of a generation, in a fixed order (the order of every logits list)."""
+    return [(p, s) for p in config.pattern_ids() for s in config.seeds]
+
+
+def generation_jobs(config: RunConfig, generation: int) -> list[ModelJob]:
+    """The models of one generation; model i of generation j > 0 trains on the set ``train_<i>`` built from
+    generation j - 1."""
+    return [ModelJob(p, s, generation, config.kind_for(p)) for p, s in model_grid(config)]
+
+
+def generation_count(config: RunConfig, n_labeled: int) -> int:
+    """iPET generations after generation 0, for |T| = ``n_labeled`` as drawn (0 without ``ipet:``)."""
+    return config.ipet.num_generations(n_labeled) if config.ipet is not None else 0
+
+
+def with_backbone(config: RunConfig, backbone: str) -> RunConfig:
+    """The config whose later stages use ``backbone`` (the adapted one after the adapt stage)."""
+    return config.model_copy(update={"model": config.model.model_copy(update={"backbone": backbone})})
