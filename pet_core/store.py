@@ -2,7 +2,8 @@
 
 The key hashes the stage name, its config, the content hashes of its inputs and the code version,
 never paths or the clock. A directory without a valid record does not exist: outputs are built in
-a temp directory and renamed into place in one step; readers verify output hashes.
+a temp directory and renamed into place in one step; readers verify output hashes. One writer per key
+at a time (``pet_core.locks``): a concurrent run of the same stage waits and takes the result.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pet_core.artifacts import ArtifactError, publish_mode, read_json, sha256_path, stable_hash, write_json
+from pet_core.locks import key_lock
 
 RECORD = "record.json"
 
@@ -142,6 +144,17 @@ class ArtifactStore:
             return found
         final = self.root / stage / key
         final.parent.mkdir(parents=True, exist_ok=True)
+        with key_lock(final.parent / f".{key}.lock"):
+            found = self.lookup(stage, key)  # a concurrent writer of this key may have finished meanwhile
+            if found is not None:
+                return found
+            for stale in final.parent.glob(f".{key[:16]}.*.tmp"):  # left by a writer that died
+                shutil.rmtree(stale, ignore_errors=True)
+            return self._build(stage, key, config, inputs, build, final)
+
+    def _build(self, stage: str, key: str, config: dict[str, Any], inputs: dict[str, str],
+               build: Callable[[Path], tuple[dict[str, str], dict[str, Any]]], final: Path) -> StageRecord:
+        """Build into a temp directory and commit it as ``final`` (the caller holds the key's lock)."""
         tmp = Path(tempfile.mkdtemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=final.parent))
         started = time.perf_counter()
         try:

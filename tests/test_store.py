@@ -253,16 +253,24 @@ def test_artifacts_are_world_readable_under_a_normal_umask(tmp_path):
 
 
 # -- concurrency ---------------------------------------------------------------------------------------------------
-def _race_worker(root: str, barrier_dir: str, out: str) -> None:
-    """Run one stage; inside build, wait until the other process is inside its build too."""
+def _race_worker(root: str, barrier_dir: str, out: str, locked: bool = False) -> None:
+    """Run one stage; inside build, wait until the other process is inside its build too.
+
+    ``locked=False`` turns the store's key lock off (as where flock is unavailable), so that both builds
+    overlap and the commit itself is raced; with the lock, the second process must never build.
+    """
     me = Path(barrier_dir) / f"in-build-{os.getpid()}"
+    if not locked:
+        import contextlib
+
+        store_module.key_lock = lambda path: contextlib.nullcontext()
 
     def build(tmp: Path):
         write_table(table(50), tmp / "data.parquet")
         (tmp / "model").mkdir()
         (tmp / "model" / "weights.bin").write_bytes(b"w" * 1000)
         me.touch()
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + (60 if not locked else 3)
         while len(list(Path(barrier_dir).glob("in-build-*"))) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         return {"data": "data.parquet", "model": "model"}, {"pid": os.getpid()}
@@ -271,18 +279,25 @@ def _race_worker(root: str, barrier_dir: str, out: str) -> None:
     Path(out).write_text(json.dumps({**record.to_dict(), "cached": record.cached}))
 
 
-def test_two_processes_running_the_same_stage_leave_one_valid_entry(tmp_path):
+@pytest.mark.parametrize("locked", [False, True], ids=["commit-race", "key-lock"])
+def test_two_processes_running_the_same_stage_leave_one_valid_entry(tmp_path, locked):
+    if locked and sys.platform == "win32":
+        pytest.skip("the key lock uses flock (a no-op on Windows)")
     root, barrier = tmp_path / "store", tmp_path / "barrier"
     barrier.mkdir()
     ctx = multiprocessing.get_context("spawn")
     outs = [tmp_path / f"out{i}.json" for i in range(2)]
-    procs = [ctx.Process(target=_race_worker, args=(str(root), str(barrier), str(out))) for out in outs]
+    procs = [ctx.Process(target=_race_worker, args=(str(root), str(barrier), str(out), locked)) for out in outs]
     for proc in procs:
         proc.start()
     for proc in procs:
         proc.join(120)
         assert proc.exitcode == 0, "a racing process failed"
-    assert len(list(barrier.iterdir())) == 2, "the two builds did not overlap"
+    if locked:
+        assert len(list(barrier.iterdir())) == 1, "with the key lock, only one process may build"
+        assert sorted(json.loads(out.read_text())["cached"] for out in outs) == [False, True]
+    else:
+        assert len(list(barrier.iterdir())) == 2, "the two builds did not overlap"
     results = [json.loads(out.read_text()) for out in outs]
     for result in results:
         result.pop("cached")
@@ -308,3 +323,49 @@ def test_run_ignores_foreign_temp_dirs(tmp_path):
 
 if __name__ == "__main__":  # pragma: no cover - debugging aid
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+# -- one writer per key -------------------------------------------------------------------------------------------
+def _slow_build(calls: list[str], name: str, seconds: float):
+    def build(tmp: Path):
+        calls.append(name)
+        time.sleep(seconds)
+        (tmp / "out.txt").write_text("same result")
+        return {"out": "out.txt"}, {"built_by": name}
+    return build
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the key lock uses flock (a no-op on Windows)")
+def test_a_second_writer_of_the_same_key_waits_and_takes_the_first_result(tmp_path):
+    import threading
+
+    store = ArtifactStore(tmp_path / "store")
+    calls: list[str] = []
+    records: dict[str, StageRecord] = {}
+
+    def run(name: str) -> None:
+        records[name] = store.run("train", {"x": 1}, {}, _slow_build(calls, name, 0.5))
+
+    first = threading.Thread(target=run, args=("first",))
+    first.start()
+    time.sleep(0.1)
+    second = threading.Thread(target=run, args=("second",))
+    second.start()
+    first.join()
+    second.join()
+    assert calls == ["first"], "the same stage was computed twice"
+    assert not records["first"].cached and records["second"].cached
+    assert records["second"].info == {"built_by": "first"}
+    assert sorted(p.name for p in (tmp_path / "store" / "train").iterdir()) == [records["first"].key]
+
+
+def test_a_dead_writers_temp_directory_is_removed_by_the_next_writer(tmp_path):
+    store = ArtifactStore(tmp_path / "store")
+    key = store.key("train", {"x": 2}, {})
+    stage_dir = tmp_path / "store" / "train"
+    stage_dir.mkdir(parents=True)
+    (stage_dir / f".{key[:16]}.abc123.tmp").mkdir()  # what a SIGKILLed writer leaves behind
+    (stage_dir / f".{key}.lock").write_text("")       # and its lock file (the kernel released the lock)
+    (stage_dir / ".0000000000000000.other.tmp").mkdir()  # another key's writer, maybe alive: untouched
+    record = store.run("train", {"x": 2}, {}, _slow_build([], "next", 0.0))
+    assert sorted(p.name for p in stage_dir.iterdir()) == [".0000000000000000.other.tmp", record.key]
