@@ -31,7 +31,7 @@ def ipet_flow(config: RunConfig, data: dict[str, RefDict], previous: dict[str, A
         sets = next_generation.submit(config.store, config.task_spec(), config.ipet, data["labeled"],
                                       data["unlabeled"], [m["unlabeled_logits"] for m in models],
                                       [m["pre_train_accuracy"] for m in models], generation,
-                                      config.data.seed).result()
+                                      config.data.seed, config.ensemble.reduction).result()
         jobs = generation_jobs(config, generation)
         trained, results = train_and_score(config, data, jobs,
                                            [sets["outputs"][f"train_{i}"] for i in range(len(jobs))])

@@ -1,9 +1,10 @@
 """iPET: grow each model's training set from the soft labels of a random subset of the other models.
 
 Generation j adds |T|·d^j − |T| examples (d = scale factor), labelled by a λ-fraction (at least one)
-of the *other* models of generation j−1, merged by wmean and softmaxed at T = 1, sampled without
-replacement with probability ∝ confidence, keeping T's label ratio. A label with too few candidates
-contributes what it has and the shortfall is reported (the reference loops forever there).
+of the *other* models of generation j−1, merged by the run's ensemble reduction (wmean by default) and
+softmaxed at T = 1, sampled without replacement with probability ∝ confidence, keeping T's label ratio.
+A label with too few candidates contributes what it has and the shortfall is reported (the reference
+loops forever there).
 """
 
 from __future__ import annotations
@@ -111,8 +112,12 @@ def next_generation(
     config: IpetConfig,
     label_names: list[str],
     seed: int,
+    reduction: Reduction = Reduction.wmean,
 ) -> list[GenerationSet]:
-    """One new training set per model of the previous generation (same order as ``logits_paths``)."""
+    """One new training set per model of the previous generation (same order as ``logits_paths``).
+
+    The labellers' logits are merged with the run's ensemble ``reduction`` (PET's default: wmean).
+    """
     ids, stack, names = load_aligned(logits_paths)
     order = {e: i for i, e in enumerate(unlabeled.column("example_id").to_pylist())}
     missing = [e for e in ids if e not in order]
@@ -130,7 +135,7 @@ def next_generation(
         rng = np.random.default_rng([seed, generation, i])
         others = [j for j in range(n_models) if j != i]
         chosen_models = sorted(rng.choice(others, size=k, replace=False).tolist())
-        weights = model_weights([accuracies[j] for j in chosen_models], Reduction.wmean)
+        weights = model_weights([accuracies[j] for j in chosen_models], reduction)
         probs = softmax(merge_logits(stack[chosen_models], weights), config.temperature)
         requested = quota
         if labeled.num_rows == 0 and generation == 1:

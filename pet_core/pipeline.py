@@ -99,7 +99,8 @@ def run(config: RunConfig, callbacks: list[Callback] | None = None) -> PipelineR
     for index in range(1, generation_count(config, prepared.info["labeled"]["rows"]) + 1):
         previous = generations[-1]
         sets = stages.next_generation(store, spec, config.ipet, labeled, prepared.out("unlabeled"),
-                                      previous.unlabeled_logits, previous.accuracies, index, config.data.seed)
+                                      previous.unlabeled_logits, previous.accuracies, index, config.data.seed,
+                                      config.ensemble.reduction)
         records.append(sets)
         train_sets = [sets.out(f"train_{i}") for i in range(len(grid))]
         generations.append(run_generation(store, spec, config, index, train_sets, prepared, callbacks))

@@ -17,7 +17,7 @@ import numpy as np
 from pet_core.artifacts import EXAMPLES_SCHEMA, logits_of, read_table, sha256_path, stable_hash, write_json, write_table
 from pet_core.callbacks import Callback
 from pet_core.config import (
-    AdaptConfig, DistillConfig, EnsembleConfig, IpetConfig, ModelConfig, ScoreConfig, TrainConfig,
+    AdaptConfig, DistillConfig, EnsembleConfig, IpetConfig, ModelConfig, Reduction, ScoreConfig, TrainConfig,
 )
 from pet_core.data import DataSource, describe, load_examples, resolve_path, sample_split
 from pet_core.ensemble import merge as merge_logits_files
@@ -192,22 +192,23 @@ def merge(store: ArtifactStore, spec: TaskSpec, config: EnsembleConfig, logits: 
 
 def next_generation(store: ArtifactStore, spec: TaskSpec, config: IpetConfig, labeled: Ref, unlabeled: Ref,
                     logits: Sequence[Ref], accuracies: Sequence[float | None], generation: int,
-                    seed: int) -> StageRecord:
-    """iPET: one new training set per model of the previous generation (outputs ``train_<i>``)."""
+                    seed: int, reduction: Reduction = Reduction.wmean) -> StageRecord:
+    """iPET: one new training set per model of the previous generation (outputs ``train_<i>``); the labellers
+    are merged with the run's ensemble ``reduction``."""
     def build(tmp: Path) -> tuple[dict[str, str], dict[str, Any]]:
         from pet_core.ipet import next_generation as build_sets
 
         sets = build_sets(read_table(labeled.verify().path), read_table(unlabeled.verify().path),
                           [r.verify().path for r in logits], accuracies, generation, config,
-                          spec.label_names, seed)
+                          spec.label_names, seed, reduction)
         outputs = {}
         for i, generation_set in enumerate(sets):
             outputs[f"train_{i}"] = f"train_{i}.parquet"
             write_table(generation_set.table, tmp / outputs[f"train_{i}"])
         return outputs, {"generation": generation, "sets": [s.report() for s in sets]}
 
-    key_config = {"ipet": config.to_dict(), "accuracies": list(accuracies), "generation": generation,
-                  "seed": seed, "labels": spec.label_names}
+    key_config = {"ipet": config.to_dict(), "reduction": reduction.value, "accuracies": list(accuracies),
+                  "generation": generation, "seed": seed, "labels": spec.label_names}
     inputs = {"labeled": labeled.sha256, "unlabeled": unlabeled.sha256, "logits": [r.sha256 for r in logits]}
     return store.run("ipet", key_config, inputs, build)  # type: ignore[arg-type]
 

@@ -75,7 +75,9 @@ def test_evaluate_is_independent_of_batch_size(distilled, sentiment_examples, mo
     _, out, _ = distilled
     _, p1 = evaluate(out, sentiment_examples, model_config, batch_size=1)
     _, p2 = evaluate(out, sentiment_examples, model_config, batch_size=64)
-    np.testing.assert_allclose(logits_of(p1), logits_of(p2), atol=1e-5, rtol=1e-5)
+    # Other batch shapes sum float32 products in another order (up to ~1e-4 here on logits of ~5); a padding
+    # or alignment bug moves logits by orders of magnitude more.
+    np.testing.assert_allclose(logits_of(p1), logits_of(p2), atol=1e-3, rtol=1e-4)
 
 
 def test_evaluate_unlabeled_gives_no_metrics(distilled, sentiment_split, model_config):

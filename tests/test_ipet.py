@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pet_core.artifacts import EXAMPLES_SCHEMA, logits_table, write_table
-from pet_core.config import IpetConfig
+from pet_core.config import IpetConfig, Reduction
 from pet_core.ensemble import softmax
 from pet_core.ipet import (
     examples_to_add, largest_remainder, n_labellers, next_generation, per_label_quota, sample_by_confidence,
@@ -204,16 +204,23 @@ def test_next_generation_sizes_and_contents(setup):
         assert report["rows"] == table.num_rows and report["labellers"] == gen_set.labellers
 
 
-def test_next_generation_labels_come_from_the_labellers(setup):
+@pytest.mark.parametrize("reduction", [Reduction.wmean, Reduction.mean])
+def test_next_generation_labels_come_from_the_labellers(setup, reduction):
+    """The labellers' logits are merged with the run's ensemble reduction (accuracy-weighted or plain mean)."""
     labeled, unlabeled, stack, paths = setup
-    acc = [0.5, 0.6, 0.7, 0.8]
+    acc = [0.05, 0.1, 0.15, 0.95]  # skewed, so that the two reductions label differently
     cfg = IpetConfig(labeller_fraction=1.0)
-    sets = next_generation(labeled, unlabeled, paths, acc, 1, cfg, LABELS, seed=0)
+    sets = next_generation(labeled, unlabeled, paths, acc, 1, cfg, LABELS, seed=0, reduction=reduction)
     index = {e: k for k, e in enumerate(unlabeled.column("example_id").to_pylist())}
     for i, gen_set in enumerate(sets):
         others = [j for j in range(4) if j != i]
         assert gen_set.labellers == [f"g0-p{j}-s0" for j in others]
-        w = np.array([acc[j] for j in others]) / sum(acc[j] for j in others)
+        w = np.array([acc[j] if reduction is Reduction.wmean else 1.0 for j in others])
+        w = w / w.sum()
+        plain = np.tensordot(np.full(3, 1 / 3), stack[others], 1).argmax(1)
+        weighted = np.tensordot(np.array([acc[j] for j in others]) / sum(acc[j] for j in others), stack[others],
+                                1).argmax(1)
+        assert (plain != weighted).any(), "the test data must tell the two reductions apart"
         merged = np.tensordot(w, stack[others], 1)
         added = gen_set.table.slice(4)
         for example_id, label in zip(added.column("example_id").to_pylist(), added.column("label").to_pylist(),
