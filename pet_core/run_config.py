@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pet_core.config import (
     AdaptConfig, DistillConfig, EnsembleConfig, IpetConfig, ModelConfig, ScoreConfig, StageConfig, TrainConfig,
@@ -91,6 +91,25 @@ class RunConfig(StageConfig):
                            "T's gold labels only, with the distill section's settings) and report it beside PET.")
     store: str = Field(default=".petflow/store", description="Content-addressed artifact store.")
     runs_dir: str = Field(default=".petflow/runs", description="Per-run readable indexes and reports.")
+
+    @field_validator("patterns", mode="before")
+    @classmethod
+    def _pattern_choices(cls, value: Any) -> Any:
+        """Mappings become PatternChoice here, so that a bad kind is one message, not one per union member."""
+        if not isinstance(value, list):
+            return value
+        choices = []
+        for i, item in enumerate(value):
+            if isinstance(item, dict):
+                try:
+                    item = PatternChoice.model_validate(item)
+                except ValidationError as err:
+                    problems = "; ".join(
+                        ".".join(map(str, e["loc"])) + ": " * bool(e["loc"]) + e["msg"].removeprefix("Value error, ")
+                        for e in err.errors())
+                    raise ValueError(f"patterns[{i}]: {problems}") from None
+            choices.append(item)
+        return choices
 
     @model_validator(mode="after")
     def _check_seeds(self) -> Self:

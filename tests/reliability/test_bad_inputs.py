@@ -713,6 +713,12 @@ def test_validate_rejects_an_empty_pattern_list(run_yaml, tmp_path):
               "remove `patterns:`", work=tmp_path)
 
 
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_an_unknown_pattern_model_kind_is_one_line_listing_the_known_kinds(command, run_yaml, tmp_path):
+    cli_error([command, run_yaml(patterns=[0, {"pattern": 1, "kind": "ptuning"}])], "run config",
+              "patterns[1]: unknown pattern-model kind 'ptuning'; known kinds: cloze", work=tmp_path)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_validate_rejects_cuda_on_a_machine_without_it(run_yaml, tmp_path):
     cli_error(["validate", run_yaml(model={"device": "cuda"})], "model.device", "CUDA is not available",
