@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from pet_core.artifacts import ArtifactError, logits_of, read_table
 from pet_core.config import EnsembleConfig, Reduction
+from pet_core.metrics import classification_metrics
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -81,3 +83,18 @@ def merge(
         "soft_labels": pa.FixedSizeListArray.from_arrays(pa.array(soft.reshape(-1), pa.float32()), width),
         "label": pa.array([label_names[i] for i in soft.argmax(1)], pa.string()),
     })
+
+
+def ensemble_metrics(label_names: list[str], logits_paths: Sequence[str | Path], accuracies: Sequence[float | None],
+                     labelled: pa.Table, reduction: Reduction) -> dict[str, Any]:
+    """Accuracy of each model and the metrics of their ensemble (merged with ``reduction``) on a labelled
+    table whose example ids the logits files cover."""
+    index = {n: i for i, n in enumerate(label_names)}
+    order = {e: i for i, e in enumerate(labelled.column("example_id").to_pylist())}
+    gold_all = np.array([index[x] for x in labelled.column("label").to_pylist()], dtype=np.int64)
+    ids, stack, names = load_aligned(logits_paths)
+    gold = gold_all[[order[e] for e in ids]]
+    per_model = {name: classification_metrics(gold, stack[i].argmax(1), label_names)["accuracy"]
+                 for i, name in enumerate(names)}
+    merged = merge_logits(stack, model_weights(accuracies, reduction))
+    return {"models": per_model, "ensemble": classification_metrics(gold, softmax(merged).argmax(1), label_names)}

@@ -7,70 +7,24 @@ The orchestrator (Prefect tasks, a notebook, a benchmark) only wires these toget
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pet_core.artifacts import EXAMPLES_SCHEMA, logits_of, read_table, sha256_path, stable_hash, write_json, write_table
+from pet_core.artifacts import EXAMPLES_SCHEMA, logits_of, read_table, write_json, write_table
 from pet_core.callbacks import Callback
 from pet_core.config import (
     AdaptConfig, DistillConfig, EnsembleConfig, IpetConfig, ModelConfig, Reduction, ScoreConfig, TrainConfig,
 )
-from pet_core.data import DataSource, describe, load_examples, resolve_path, sample_split
+from pet_core.data import describe, load_examples, sample_split
+from pet_core.ensemble import ensemble_metrics
 from pet_core.ensemble import merge as merge_logits_files
-from pet_core.ensemble import load_aligned, merge_logits, model_weights, softmax
-from pet_core.metrics import classification_metrics
-from pet_core.kinds.registry import DEFAULT_KIND, TRAIN_RECORD, KindConfig, get_kind
+from pet_core.kinds.registry import DEFAULT_KIND, KindConfig, get_kind
 from pet_core.spec import TaskSpec
+from pet_core.keys import model_key, model_seed, source_hash, spec_hash, trained_kind
 from pet_core.store import ArtifactStore, Ref, StageRecord
-
-
-def source_hash(source: DataSource | None) -> str | None:
-    """Content hash of a local data source (file or folder), or its name for a hub dataset."""
-    if source is None:
-        return None
-    path = resolve_path(source.path)
-    digest = sha256_path(path) if path.exists() else source.path
-    return stable_hash({"content": digest, "format": source.format.value, "split": source.split,
-                        "limit": source.limit})
-
-
-@functools.lru_cache(maxsize=32)
-def _dir_hash(path: str, mtime_ns: int) -> str:
-    return sha256_path(path)
-
-
-def backbone_fingerprint(backbone: str) -> str:
-    """Content hash of a local backbone directory, or the hub name itself."""
-    from pet_core.backbone import resolve_backbone
-
-    name = resolve_backbone(backbone)
-    path = Path(name)
-    if path.is_dir():
-        newest = max((p.stat().st_mtime_ns for p in path.rglob("*") if p.is_file()), default=0)
-        return _dir_hash(str(path.resolve()), newest)
-    return name
-
-
-def model_key(model: ModelConfig) -> dict[str, Any]:
-    """The model config as it enters cache keys: backbone by content, device left out."""
-    data = model.to_dict()
-    data["backbone"] = backbone_fingerprint(model.backbone)
-    data.pop("device")
-    return data
-
-
-def spec_hash(spec: TaskSpec) -> str:
-    """Hash of a task spec's content."""
-    return stable_hash(spec.model_dump(mode="json"))
-
-
-def model_seed(seed: int, pattern: int, generation: int) -> int:
-    """The explicit torch seed of one model, derived from its run seed, pattern and generation."""
-    return int(stable_hash([seed, pattern, generation])[:8], 16)
 
 
 def prepare(store: ArtifactStore, spec: TaskSpec, data: Any) -> StageRecord:
@@ -163,15 +117,6 @@ def score(store: ArtifactStore, spec: TaskSpec, model: ModelConfig, config: Scor
     key_config = {"model": {k: v for k, v in model_key(model).items() if k != "backbone"},
                   "kind": trained_kind(pvp_model), "score": {"chunk_rows": config.chunk_rows}, "spec": spec_hash(spec)}
     return store.run("score", key_config, {"model": pvp_model.sha256, "examples": examples.sha256}, build)
-
-
-def trained_kind(model: Ref) -> dict[str, Any]:
-    """The kind section in a trained model's record (cloze for records written before kinds)."""
-    record = Path(model.path) / TRAIN_RECORD
-    from pet_core.artifacts import read_json
-
-    kind = read_json(record).get("kind") if record.is_file() else None
-    return kind or {"kind": DEFAULT_KIND}
 
 
 def merge(store: ArtifactStore, spec: TaskSpec, config: EnsembleConfig, logits: Sequence[Ref],
@@ -276,17 +221,8 @@ def evaluate(store: ArtifactStore, spec: TaskSpec, model: ModelConfig, classifie
 def logits_metrics(spec: TaskSpec, logits: Sequence[Ref], accuracies: Sequence[float | None], test: Ref,
                    config: EnsembleConfig) -> dict[str, Any]:
     """Accuracy of each model and of their ensemble on labelled data (cheap: no store entry)."""
-    table = read_table(test.verify().path)
-    index = {n: i for i, n in enumerate(spec.label_names)}
-    order = {e: i for i, e in enumerate(table.column("example_id").to_pylist())}
-    gold_all = np.array([index[x] for x in table.column("label").to_pylist()], dtype=np.int64)
-    ids, stack, names = load_aligned([r.verify().path for r in logits])
-    gold = gold_all[[order[e] for e in ids]]
-    per_model = {name: classification_metrics(gold, stack[i].argmax(1), spec.label_names)["accuracy"]
-                 for i, name in enumerate(names)}
-    merged = merge_logits(stack, model_weights(accuracies, config.reduction))
-    ensemble = classification_metrics(gold, softmax(merged).argmax(1), spec.label_names)
-    return {"models": per_model, "ensemble": ensemble}
+    return ensemble_metrics(spec.label_names, [r.verify().path for r in logits], accuracies,
+                            read_table(test.verify().path), config.reduction)
 
 
 def read_json_output(record: StageRecord, name: str) -> Any:

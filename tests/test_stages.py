@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pet_core import stages
+from pet_core import keys, stages
 from pet_core.artifacts import EXAMPLES_SCHEMA, ArtifactError, logits_of, read_table, write_json
 from pet_core.config import DistillConfig, EnsembleConfig, IpetConfig, ScoreConfig, TrainConfig
 from pet_core.data import DataSource
@@ -151,18 +151,18 @@ def test_train_outputs_a_model_dir_and_its_result(run, sentiment_spec):
         assert (model_dir / "model.safetensors").is_file() and (model_dir / TRAIN_RECORD).is_file()
         assert record.info["model_id"] == f"g0-p{pattern}-s{seed}"
         assert record.info["pattern"] == pattern and record.info["generation"] == 0
-        assert record.info["seed"] == stages.model_seed(seed, pattern, 0), "the explicit torch seed is recorded"
+        assert record.info["seed"] == keys.model_seed(seed, pattern, 0), "the explicit torch seed is recorded"
         assert record.info["n_labeled"] == 8 and record.info["steps"] == TRAIN.max_steps
         assert 0.0 <= record.info["pre_train_accuracy"] <= 1.0
-        assert record.config["spec"] == stages.spec_hash(sentiment_spec)
+        assert record.config["spec"] == keys.spec_hash(sentiment_spec)
     assert run["trained"][0].key != run["trained"][1].key
     losses = [e for e in run["recorder"].events if e[0] == "progress"]
     assert len(losses) == 2 * TRAIN.max_steps, "callbacks reach the training loop"
 
 
 def test_model_seed_is_explicit_and_distinct():
-    seeds = {stages.model_seed(s, p, g) for s in (1, 2) for p in (0, 1) for g in (0, 1)}
-    assert len(seeds) == 8 and stages.model_seed(1, 0, 0) == stages.model_seed(1, 0, 0)
+    seeds = {keys.model_seed(s, p, g) for s in (1, 2) for p in (0, 1) for g in (0, 1)}
+    assert len(seeds) == 8 and keys.model_seed(1, 0, 0) == keys.model_seed(1, 0, 0)
 
 
 def test_train_cache_hit_and_key_sensitivity(run, sentiment_spec, model_config):
@@ -171,9 +171,9 @@ def test_train_cache_hit_and_key_sensitivity(run, sentiment_spec, model_config):
     hit = stages.train(store, sentiment_spec, model_config, TRAIN, 0, 1, 0, labeled, unlabeled)
     assert hit.cached and hit.to_dict() == run["trained"][0].to_dict()
     # the device is not part of the key; the backbone is keyed by content, not by path
-    assert stages.model_key(model_config.model_copy(update={"device": "auto"})) == stages.model_key(model_config)
-    assert stages.model_key(model_config)["backbone"] == stages.backbone_fingerprint(model_config.backbone)
-    assert stages.model_key(model_config)["backbone"] != model_config.backbone
+    assert keys.model_key(model_config.model_copy(update={"device": "auto"})) == keys.model_key(model_config)
+    assert keys.model_key(model_config)["backbone"] == keys.backbone_fingerprint(model_config.backbone)
+    assert keys.model_key(model_config)["backbone"] != model_config.backbone
     other = store.key("train", {**hit.config, "train": TRAIN.model_copy(update={"max_steps": 4}).to_dict()},
                       hit.inputs)
     assert other != hit.key
@@ -182,8 +182,8 @@ def test_train_cache_hit_and_key_sensitivity(run, sentiment_spec, model_config):
 def test_backbone_fingerprint_ignores_the_directory_name(tiny_mlm_dir, tmp_path):
     copy = tmp_path / "some" / "other-name"
     shutil.copytree(tiny_mlm_dir, copy)
-    assert stages.backbone_fingerprint(str(copy)) == stages.backbone_fingerprint(str(tiny_mlm_dir))
-    assert stages.backbone_fingerprint("org/hub-model") == "org/hub-model"
+    assert keys.backbone_fingerprint(str(copy)) == keys.backbone_fingerprint(str(tiny_mlm_dir))
+    assert keys.backbone_fingerprint("org/hub-model") == "org/hub-model"
 
 
 def test_train_record_names_no_temp_path(run):
