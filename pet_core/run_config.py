@@ -167,8 +167,9 @@ class RunConfig(StageConfig):
             raise OverrideError(_blame_overrides(err, updates)) from err
 
     def digest(self) -> str:
-        """Short hash of the whole config (names run directories)."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:10]
+        """Short hash of what the run computes (names run directories): every section except where the store
+        and the run folders live, so moving the store does not rename the run."""
+        return hashlib.sha256(self.model_dump_json(exclude={"store", "runs_dir"}).encode()).hexdigest()[:10]
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:

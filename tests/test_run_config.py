@@ -116,6 +116,8 @@ def test_with_updates_dotted_keys():
     assert updated.name == "other"
     assert config.train.max_steps == 1000 and config.ipet is None, "the original is unchanged"
     assert updated.digest() != config.digest() and config.with_updates({}).digest() == config.digest()
+    moved = config.with_updates({"store": "/elsewhere/store", "runs_dir": "/elsewhere/runs"})
+    assert moved.digest() == config.digest(), "where the store lives must not rename the run"
 
 
 def test_with_updates_validates():
