@@ -220,7 +220,8 @@ def distill(
     agreement = float((predicted == probs.argmax(1)).mean())
     # No timings in here: this record is hashed with the classifier (the store's record holds wall_s).
     record = {"stage": objective.stage, "steps": steps, "final_loss": loss_value, "n_train": train.num_rows,
-              "agreement": agreement, "seed": seed, "labels": label_names, "config": config.to_dict()}
+              "agreement": agreement, "seed": seed, "labels": label_names, "config": config.to_dict(),
+              "model": inference_settings(model_config)}
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         clf.tokenizer.save_pretrained(tmp)
@@ -228,6 +229,16 @@ def distill(
     _drop(clf)
     events.on_stage_end(objective.stage, {"final_loss": loss_value, "agreement": agreement})
     return record
+
+
+INFERENCE_FIELDS = ("max_seq_length", "precision")  # what ``predict`` must reuse to give the run's own logits
+
+
+def inference_settings(model_config: ModelConfig) -> dict[str, Any]:
+    """The model settings a classifier was trained with that change its logits (no paths: the record is hashed
+    with the classifier)."""
+    data = model_config.to_dict()
+    return {k: data[k] for k in INFERENCE_FIELDS}
 
 
 def _drop(clf: SequenceClassifier) -> None:

@@ -79,6 +79,17 @@ def check_classifier(model_dir: Path, spec: TaskSpec | None) -> None:
                              f"{spec.label_names}; pass the classifier of a run of this task")
 
 
+def trained_settings(model_dir: Path) -> dict[str, Any]:
+    """max_seq_length and precision the classifier was distilled with (its record), so that predictions
+    equal the run's own; empty for classifiers from before the record held them."""
+    from pet_core.artifacts import read_json
+    from pet_core.distill import DISTILL_RECORD, INFERENCE_FIELDS
+
+    record = model_dir / DISTILL_RECORD
+    settings = read_json(record).get("model", {}) if record.is_file() else {}
+    return {k: v for k, v in settings.items() if k in INFERENCE_FIELDS}
+
+
 def predict_file(model_dir: str | Path, input_path: str | Path, out_path: str | Path,
                  spec_path: str | Path | None = None, model_updates: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write example_id, logits, label (Parquet, atomic); returns rows, label counts, accuracy if gold given.
@@ -90,7 +101,7 @@ def predict_file(model_dir: str | Path, input_path: str | Path, out_path: str | 
 
     spec = TaskSpec.from_yaml(spec_path) if spec_path else None
     check_classifier(Path(model_dir), spec)
-    model = ModelConfig(backbone=str(model_dir), **(model_updates or {}))
+    model = ModelConfig(backbone=str(model_dir), **{**trained_settings(Path(model_dir)), **(model_updates or {})})
     table, raw = input_table(input_path, spec)
     gold = table.column("label").to_pylist()
     unlabeled = table.set_column(table.schema.get_field_index("label"), "label",

@@ -23,7 +23,7 @@ import yaml
 from pydantic import ValidationError as PydanticError
 
 from pet_core import pipeline, stages
-from pet_core.artifacts import ArtifactError, logits_table, read_json, read_table, write_table
+from pet_core.artifacts import ArtifactError, logits_of, logits_table, read_json, read_table, write_table
 from pet_core.config import (
     AdaptConfig, DistillConfig, EnsembleConfig, IpetConfig, ModelConfig, ScoreConfig, TrainConfig,
 )
@@ -810,3 +810,24 @@ def test_predict_with_a_label_outside_the_spec_predicts_every_row(sentiment_clas
     warnings = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(warnings) == 1 and warnings[0].startswith("warning: 1 row(s)"), result.stderr
     assert "row 4, '7'" in warnings[0] and "left out of the accuracy" in warnings[0]
+
+
+def test_predict_uses_the_max_seq_length_the_classifier_was_trained_with(sentiment_examples, sentiment_data,
+                                                                          tiny_mlm_dir, tmp_path):
+    """A classifier distilled at max_seq_length 9 predicts with 9, so `predict` gives the run's own logits."""
+    from pet_core.distill import GoldLabels, distill, evaluate
+    from tasks.predict import predict_file
+
+    names = ["negative", "positive"]
+    train = sentiment_examples.slice(0, 8)
+    short = tiny_model_config(tiny_mlm_dir).model_copy(update={"max_seq_length": 9})
+    out = tmp_path / "classifier"
+    distill(train, np.array([names.index(x) for x in train.column("label").to_pylist()]), names, short,
+            DistillConfig(max_steps=2, batch_size=4), out, objective=GoldLabels())
+    preds = tmp_path / "preds.parquet"
+    predict_file(out, sentiment_data / "pool.csv", preds, sentiment_data / "task.yaml")
+    run_own = logits_of(evaluate(out, sentiment_examples, short.model_copy(update={"backbone": str(out)}))[1])
+    longer = logits_of(evaluate(out, sentiment_examples, short.model_copy(
+        update={"backbone": str(out), "max_seq_length": 256}))[1])
+    assert not np.allclose(run_own, longer), "the texts must be longer than 9 tokens for this test to mean anything"
+    np.testing.assert_array_equal(logits_of(read_table(preds)), run_own)
