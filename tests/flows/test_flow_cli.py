@@ -120,3 +120,30 @@ def test_server_warns_when_it_binds_beyond_loopback(host, exposed, monkeypatch):
     assert result.exit_code == 0, output(result)
     assert started and started[0]["PREFECT_SERVER_API_HOST"] == host
     assert ("without authentication" in output(result)) is exposed
+
+
+def test_run_console_logs_leave_tracebacks_to_the_ui(monkeypatch):
+    """A failed stage is one console line per event; the record keeps its traceback for the API log handler."""
+    import io
+    import logging
+
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    stream = io.StringIO()
+    console = PrefectConsoleHandler(stream=stream)
+    console.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    kept: list[logging.LogRecord] = []
+    api_like = logging.Handler()
+    api_like.emit = kept.append
+    logger = logging.getLogger("prefect.task_runs.petflow-test")
+    monkeypatch.setattr(logger, "handlers", [console, api_like])
+    monkeypatch.setattr(logger, "propagate", False)
+    cli.console_without_tracebacks()
+    cli.console_without_tracebacks()  # idempotent
+    try:
+        raise ValueError("train g0-p0-s5 step 1: loss is nan")
+    except ValueError:
+        logger.exception("Task run failed with exception")
+    printed = stream.getvalue()
+    assert "Task run failed with exception" in printed and "Traceback" not in printed
+    assert kept and kept[0].exc_info is not None, "the UI's handler must still get the traceback"
