@@ -141,6 +141,8 @@ class DistillConfig(OptimConfig):
     probe_l2: float = Field(default=1e-3, ge=0, description="L2 penalty of the probe fit (per example).")
     include_labeled: bool = Field(default=True, description="Train on T (gold labels, one-hot) ∪ D, not D only.")
     eval_batch_size: int = Field(default=64, ge=1, description="Batch size when scoring the classifier.")
+    gradient_checkpointing: bool = Field(default=False, description="Recompute each layer's activations in the "
+                                         "backward pass instead of keeping them: less memory for more compute.")
 
     def steps_for(self, n_examples: int) -> int:
         """Optimizer steps for a training set of ``n_examples`` rows."""

@@ -1,6 +1,6 @@
 """The one optimisation loop of every trainer: pattern models, distillation, the supervised baseline and
 backbone adaptation each supply only their objective (a function of the step that returns one
-micro-batch's loss).
+micro-batch's loss; the losses themselves are in ``pet_core.objectives``).
 
 Per step: ``grad_accumulation`` micro-batches (loss scaled for fp16 on CUDA, NaN guard, backward), then
 unscale, clip, optimizer and schedule step, zero the gradients, report progress.
@@ -57,17 +57,3 @@ class OptimLoop:
         """Drop the optimizer state (Adam's moments: twice the weights) before the stage saves and scores."""
         self.optimizer.state.clear()
         del self.optimizer, self.scheduler
-
-
-def weighted_cross_entropy(logits: torch.Tensor, gold: torch.Tensor,
-                           weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Cross-entropy on label indices, the mean of the per-row losses weighted by ``weights`` (iPET's sample
-    weights; None: equal)."""
-    per_row = nn.functional.cross_entropy(logits, gold, reduction="none")
-    return per_row.mean() if weights is None else (per_row * weights).sum() / weights.sum()
-
-
-def distillation(logits: torch.Tensor, soft_targets: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(targets ‖ softmax(logits / T)) · T² (Hinton et al.), batch mean."""
-    log_p = torch.log_softmax(logits / temperature, dim=-1)
-    return nn.functional.kl_div(log_p, soft_targets, reduction="batchmean") * temperature**2

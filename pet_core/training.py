@@ -17,7 +17,8 @@ from pet_core.callbacks import Callback, CallbackList
 from pet_core.config import ModelConfig, TrainConfig
 from pet_core.kinds import DEFAULT_KIND, KindConfig, get_kind
 from pet_core.kinds.base import TRAIN_RECORD, PatternModel, label_indices, texts
-from pet_core.loop import OptimLoop, weighted_cross_entropy
+from pet_core.loop import OptimLoop
+from pet_core.objectives import weighted_cross_entropy
 from pet_core.optim import cycle_batches, seed_everything
 from pet_core.plan import model_id
 from pet_core.spec import TaskSpec

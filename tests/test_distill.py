@@ -212,3 +212,18 @@ def test_a_slowed_down_distillation_writes_the_same_classifier(tmp_path, sentime
                    callbacks=[Slow()])
     assert fast == slow and "wall_s" not in fast
     assert sha256_path(tmp_path / "f") == sha256_path(tmp_path / "s")
+
+
+def test_gradient_checkpointing_trades_memory_for_compute_not_results(tmp_path, sentiment_examples, sentiment_spec,
+                                                                        model_config):
+    """Recomputed activations (dropout RNG replayed) give the classifier that keeping them gives."""
+    train = sentiment_examples.slice(0, 16)
+    gold = label_indices(train, sentiment_spec)
+    logits = {}
+    for flag in (False, True):
+        cfg = DistillConfig(max_steps=4, batch_size=8, learning_rate=1e-3, gradient_checkpointing=flag)
+        distill(train, gold, sentiment_spec.label_names, model_config, cfg, tmp_path / str(flag),
+                objective=GoldLabels())
+        logits[flag] = logits_of(evaluate(tmp_path / str(flag), train, model_config)[1])
+    np.testing.assert_allclose(logits[True], logits[False], atol=1e-5, rtol=1e-5)
+    assert not np.allclose(logits[False], 0)
