@@ -113,6 +113,8 @@ def run(config: ConfigArg, set_: SetOpt = None,
     from tasks.validate import describe_error
 
     if not debug:
+        from flows.logs import console_without_tracebacks
+
         console_without_tracebacks()  # after the import above: it is what sets up Prefect's logging
     if server is not None:
         server.join()
@@ -126,34 +128,6 @@ def run(config: ConfigArg, set_: SetOpt = None,
     except Exception as err:  # noqa: BLE001 - the flow run's log has the traceback
         fail(f"run failed: {describe_error(err)}", code=1)
     print_summary(result)
-
-
-class _NoTraceback(logging.Formatter):
-    """Formats a record like ``inner`` but without its traceback (the record itself is left intact, so the
-    handler that ships logs to the Prefect API still sends the traceback to the UI)."""
-
-    def __init__(self, inner: logging.Formatter):
-        super().__init__()
-        self.inner = inner
-
-    def format(self, record: logging.LogRecord) -> str:
-        saved = record.exc_info, record.exc_text, record.stack_info
-        record.exc_info = record.exc_text = record.stack_info = None
-        try:
-            return self.inner.format(record)
-        finally:
-            record.exc_info, record.exc_text, record.stack_info = saved
-
-
-def console_without_tracebacks() -> None:
-    """Keep Prefect's console logs to one line per event: a failed stage's traceback (repeated by every
-    enclosing task and flow run) stays in the run's logs in the UI, and ``run`` ends with one error line."""
-    from prefect.logging.handlers import PrefectConsoleHandler
-
-    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict))]
-    for handler in {h for lg in loggers for h in lg.handlers if isinstance(h, PrefectConsoleHandler)}:
-        if not isinstance(handler.formatter, _NoTraceback):
-            handler.setFormatter(_NoTraceback(handler.formatter or logging.Formatter()))
 
 
 def start_ephemeral_server() -> threading.Thread | None:

@@ -129,6 +129,8 @@ def test_run_console_logs_leave_tracebacks_to_the_ui(monkeypatch):
 
     from prefect.logging.handlers import PrefectConsoleHandler
 
+    from flows.logs import console_without_tracebacks
+
     stream = io.StringIO()
     console = PrefectConsoleHandler(stream=stream)
     console.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
@@ -138,8 +140,8 @@ def test_run_console_logs_leave_tracebacks_to_the_ui(monkeypatch):
     logger = logging.getLogger("prefect.task_runs.petflow-test")
     monkeypatch.setattr(logger, "handlers", [console, api_like])
     monkeypatch.setattr(logger, "propagate", False)
-    cli.console_without_tracebacks()
-    cli.console_without_tracebacks()  # idempotent
+    console_without_tracebacks()
+    console_without_tracebacks()  # idempotent
     try:
         raise ValueError("train g0-p0-s5 step 1: loss is nan")
     except ValueError:
