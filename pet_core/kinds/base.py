@@ -142,16 +142,15 @@ class PatternModel(ABC):
                 progress: ProgressFn | None = None) -> np.ndarray:
         """(n, |L|) float32 label logits, in the input order; batches sorted by length (longest first)."""
         encodings = self.encode(a, b)
-        lengths = self.lengths(encodings)
-        order = sorted(range(len(a)), key=lambda i: -lengths[i])
         out = np.zeros((len(a), self.n_labels), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
-            indices = order[start : start + batch_size]
+        done = 0
+        for indices in self.batches(encodings, batch_size):
             with self.autocast():
                 logits = self.inference_logits(encodings, indices)
             out[indices] = logits.float().cpu().numpy()
+            done += len(indices)
             if progress is not None:
-                progress(start + len(indices), len(a))
+                progress(done, len(a))
         return out
 
     def accuracy(self, table: pa.Table, spec: TaskSpec, batch_size: int) -> float | None:
