@@ -6,6 +6,13 @@ of mean ± std. Runs share one artifact store, so iPET reuses PET's generation 0
 counts only the extra work; ``wall_s_total`` adds the shared part).
 
     python benchmarks/quality.py --dataset ag_news --n-labeled 10 50 --seeds 1 2 3
+
+``--kinds`` adds one PET method per pattern-model kind (every pattern trained as that kind: ``pet-ptuning``,
+…) and ``mixed`` (the patterns' kinds taken in turn from the other kinds named), each with the kind's
+trainable parameters, artifact size and train seconds per step:
+
+    python benchmarks/quality.py --dataset ag_news --n-labeled 10 --methods supervised \
+        --kinds cloze prompt_tuning ptuning prefix_tuning mixed
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
+import math
 import platform
 import statistics
 import sys
@@ -34,6 +42,7 @@ from pet_core.run_config import DataConfig, RunConfig  # noqa: E402
 from pet_core.store import ArtifactStore  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
+METHOD_ORDER = ["supervised", "pet", "ipet"]
 DATASETS = {
     "ag_news": {"task": ROOT / "data/tasks/ag_news.yaml", "pool": SHARED / "data/ag_news/train.csv",
                 "test": SHARED / "data/ag_news/test.csv", "dev": None},
@@ -63,6 +72,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Fixed supervised-baseline steps; default: the config's epochs-based budget.")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="Dotted run-config override (YAML value), e.g. distill.head_init=random; repeatable.")
+    parser.add_argument("--kinds", nargs="*", default=[], help="Pattern-model kinds to run as PET methods "
+                        "(pet-<kind>); 'mixed' assigns the other named kinds to the patterns in turn.")
+    parser.add_argument("--kind-set", dest="kind_overrides", action="append", default=[], metavar="KIND.KEY=VALUE",
+                        help="An option of one kind, e.g. prompt_tuning.learning_rate=0.1.")
     parser.add_argument("--ipet-generations", type=int, default=None)
     parser.add_argument("--max-seq-length", type=int, default=128)
     parser.add_argument("--precision", default="auto")
@@ -76,19 +89,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run_config(args: argparse.Namespace, n_labeled: int, seed: int, ipet: bool) -> RunConfig:
+def kind_patterns(args: argparse.Namespace, method: str, pattern_ids: list[int]) -> list[Any] | None:
+    """The ``patterns`` entry of a pet-<kind> or pet-mixed method (None: the plain PET methods)."""
+    if not method.startswith("pet-"):
+        return args.patterns
+    kind = method.removeprefix("pet-")
+    options: dict[str, dict[str, Any]] = {}
+    for item in args.kind_overrides:
+        dotted, value = item.split("=", 1)
+        name, key = dotted.split(".", 1)
+        options.setdefault(name, {})[key] = yaml.safe_load(value)
+    cycle = [k for k in args.kinds if k != "mixed"] if kind == "mixed" else [kind]
+    return [{"pattern": p, "kind": cycle[i % len(cycle)], **options.get(cycle[i % len(cycle)], {})}
+            for i, p in enumerate(pattern_ids)]
+
+
+def run_config(args: argparse.Namespace, n_labeled: int, seed: int, ipet: bool, method: str = "pet") -> RunConfig:
     paths = DATASETS[args.dataset]
     if paths[args.eval] is None:
         raise SystemExit(f"{args.dataset} has no {args.eval} split")
     adapt = (AdaptConfig(max_steps=args.adapt_steps, learning_rate=args.adapt_lr, batch_size=16,
                          max_seq_length=args.max_seq_length, seed=seed) if args.adapt_steps else None)
+    if args.patterns is None:
+        n_patterns = len(RunConfig.model_validate({"task": str(paths["task"]), "data": {"pool": {"path": "-"}},
+                                                   "model": {"backbone": "-"}}).task_spec().patterns)
+    patterns = kind_patterns(args, method, args.patterns if args.patterns is not None else list(range(n_patterns)))
     return RunConfig(
         name=f"{args.dataset}-{n_labeled}-{seed}",
         task=str(paths["task"]),
         data=DataConfig(pool=DataSource(path=str(paths["pool"])), test=DataSource(path=str(paths[args.eval])),
                         n_labeled=n_labeled, n_unlabeled=args.n_unlabeled, n_test=args.n_test, seed=seed),
         model=ModelConfig(backbone=args.backbone, max_seq_length=args.max_seq_length, precision=args.precision),
-        patterns=args.patterns,
+        patterns=patterns,
         seeds=[seed],
         adapt=adapt,
         train=TrainConfig(max_steps=args.train_steps, grad_accumulation=1, learning_rate=args.learning_rate,
@@ -126,10 +158,29 @@ def pet(args: argparse.Namespace, config: RunConfig) -> dict[str, Any]:
     result = run(config)
     summary = result.summary(config.task_spec(), config)
     gens = summary["generations"]
+    last = result.generations[-1].trained
     return {"accuracy": summary["final"]["accuracy"], "macro_f1": summary["final"]["macro_f1"],
             "steps": args.train_steps, "wall_s": round(time.perf_counter() - started, 2),
             "pattern_accuracy": gens[-1]["models"], "ensemble_accuracy": gens[-1]["ensemble"]["accuracy"],
-            "generations": len(gens) - 1, "cached_stages": summary["cached_stages"]}
+            "generations": len(gens) - 1, "cached_stages": summary["cached_stages"],
+            "kinds": [kind_footprint(Path(t.out("model").path))
+                      | {"train_s_per_step": round(t.wall_s / args.train_steps, 3)} for t in last]}
+
+
+def kind_footprint(model_dir: Path) -> dict[str, Any]:
+    """A trained model's kind, trainable parameters (all weights for a fine-tuned LM) and artifact bytes."""
+    from safetensors import safe_open
+
+    record = json.loads((model_dir / "train_record.json").read_text())
+    adapter = model_dir / "prompt_adapter.json"
+    trainable = json.loads(adapter.read_text())["trainable_parameters"] if adapter.is_file() else 0
+    weights = model_dir / "model.safetensors"
+    if weights.is_file():
+        with safe_open(str(weights), "pt") as f:
+            trainable += sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118 (safe_open is no dict)
+    size = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
+    return {"kind": record["kind"]["kind"], "trainable_parameters": trainable, "artifact_bytes": size}
+
 
 
 def table(records: list[dict[str, Any]], dataset: str) -> str:
@@ -137,7 +188,7 @@ def table(records: list[dict[str, Any]], dataset: str) -> str:
     lines = ["| dataset | |T| | method | accuracy (mean ± std) | macro-F1 | ensemble | runs |",
              "|---|---|---|---|---|---|---|"]
     keys = sorted({(r["n_labeled"], r["method"]) for r in records if r["dataset"] == dataset},
-                  key=lambda k: (k[0], ["supervised", "pet", "ipet"].index(k[1])))
+                  key=lambda k: (k[0], METHOD_ORDER.index(k[1]) if k[1] in METHOD_ORDER else 9, k[1]))
     for n, method in keys:
         rows = [r for r in records if r["dataset"] == dataset and r["n_labeled"] == n and r["method"] == method]
         ensemble = [100 * r["ensemble_accuracy"] for r in rows if "ensemble_accuracy" in r]
@@ -145,6 +196,30 @@ def table(records: list[dict[str, Any]], dataset: str) -> str:
                      f"{statistics.mean(100 * r['macro_f1'] for r in rows):.1f} | "
                      f"{mean_std(ensemble) if ensemble else '–'} | {len(rows)} |")
     return "\n".join(lines)
+
+
+def kinds_table(records: list[dict[str, Any]], dataset: str) -> str:
+    """Markdown table per |T| and pet-<kind> method: models / ensemble / final accuracy (mean over seeds),
+    trainable parameters and artifact size per model, train seconds per step."""
+    lines = [("| |T| | method | models | ensemble | final | trainable params / model | artifact / model | "
+              "train s/step | runs |"), "|---|---|---|---|---|---|---|---|---|"]
+    rows = [r for r in records if r["dataset"] == dataset and "kinds" in r]
+    for n, method in sorted({(r["n_labeled"], r["method"]) for r in rows}):
+        runs = [r for r in rows if r["n_labeled"] == n and r["method"] == method]
+        models = [100 * statistics.mean(r["pattern_accuracy"].values()) for r in runs]
+        per_model = [k for r in runs for k in r["kinds"]]
+        lines.append(
+            f"| {n} | {method} | {mean_std(models)} | {mean_std([100 * r['ensemble_accuracy'] for r in runs])} | "
+            f"{mean_std([100 * r['accuracy'] for r in runs])} | "
+            f"{statistics.mean(k['trainable_parameters'] for k in per_model):,.0f} | "
+            f"{human_bytes(statistics.mean(k['artifact_bytes'] for k in per_model))} | "
+            f"{statistics.mean(k['train_s_per_step'] for k in per_model):.3f} | {len(runs)} |")
+    return "\n".join(lines)
+
+
+def human_bytes(n: float) -> str:
+    """1.2 MB / 148 KB."""
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} KB"
 
 
 def seed_table(records: list[dict[str, Any]], dataset: str) -> str:
@@ -189,12 +264,14 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     records: list[dict[str, Any]] = json.loads(out.read_text()) if out.exists() else []
     if args.table_only:
-        print(table(records, args.dataset), seed_table(records, args.dataset), sep="\n\n")
+        print(table(records, args.dataset), seed_table(records, args.dataset), kinds_table(records, args.dataset),
+              sep="\n\n")
         return
+    methods = [*args.methods, *(f"pet-{kind}" for kind in args.kinds)]
     for n_labeled in args.n_labeled:
         for seed in args.seeds:
-            for method in args.methods:
-                config = run_config(args, n_labeled, seed, ipet=(method == "ipet"))
+            for method in methods:
+                config = run_config(args, n_labeled, seed, ipet=(method == "ipet"), method=method)
                 result = supervised(args, config) if method == "supervised" else pet(args, config)
                 record = {"dataset": args.dataset, "n_labeled": n_labeled, "method": method, "seed": seed,
                           "backbone": Path(args.backbone).name, "n_unlabeled": args.n_unlabeled,
@@ -205,6 +282,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{args.dataset} |T|={n_labeled} seed={seed} {method}: acc={record['accuracy']:.4f} "
                       f"wall={record['wall_s']}s", flush=True)
     print(table(records, args.dataset))
+    if args.kinds:
+        print(kinds_table(records, args.dataset))
 
 
 if __name__ == "__main__":

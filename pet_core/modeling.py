@@ -76,11 +76,13 @@ class Batch:
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     mask_positions: torch.Tensor  # (B, M)
+    soft_positions: torch.Tensor | None = None  # (B, S): where learned prompt tokens go (kinds that have them)
 
     def to(self, device: torch.device) -> Batch:
         """Move tensors to a device."""
+        soft = None if self.soft_positions is None else self.soft_positions.to(device)
         return Batch(self.indices, self.input_ids.to(device), self.attention_mask.to(device),
-                     self.mask_positions.to(device))
+                     self.mask_positions.to(device), soft)
 
 
 def collate(encoded: Sequence[Encoded], indices: Sequence[int], pad_id: int) -> Batch:
@@ -96,7 +98,9 @@ def collate(encoded: Sequence[Encoded], indices: Sequence[int], pad_id: int) -> 
         att[row, : len(seq)] = 1
         if encoded[i].mask_positions:
             pos[row, : len(encoded[i].mask_positions)] = torch.tensor(encoded[i].mask_positions)
-    return Batch(list(indices), ids, att, pos)
+    n_soft = len(encoded[indices[0]].soft_positions)
+    soft = torch.tensor([encoded[i].soft_positions for i in indices], dtype=torch.long) if n_soft else None
+    return Batch(list(indices), ids, att, pos, soft)
 
 
 def length_sorted_batches(encoded: Sequence[Encoded], batch_size: int) -> Iterator[list[int]]:

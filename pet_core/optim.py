@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,9 +113,11 @@ def mask_tokens(
     return ids, labels
 
 
-def mlm_loss(mlm: MaskedLM, batch: Batch, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the MLM head evaluated only at the masked positions."""
-    hidden = mlm.encode(batch)
+def mlm_loss(mlm: MaskedLM, batch: Batch, labels: torch.Tensor,
+             encode: Callable[[Batch], torch.Tensor] | None = None) -> torch.Tensor:
+    """Cross-entropy of the MLM head evaluated only at the masked positions (``encode``: the encoder pass,
+    ``mlm.encode`` unless a kind feeds the encoder differently)."""
+    hidden = (encode or mlm.encode)(batch)
     where = labels != -100
     logits = mlm.vocab_logits(hidden[where]).float()
     return nn.functional.cross_entropy(logits, labels[where])

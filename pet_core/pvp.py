@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from transformers import PreTrainedTokenizerBase
 
-from pet_core.spec import PLACEHOLDER, TaskSpec
+from pet_core.spec import PLACEHOLDER, TaskSpec, soft_slot_size
 
 
 class VerbalizerError(ValueError):
@@ -21,11 +21,12 @@ class VerbalizerError(ValueError):
 
 @dataclass(frozen=True)
 class Part:
-    """One piece of a template: literal text, a text slot (``a``/``b``) or the mask."""
+    """One piece of a template: literal text, a text slot (``a``/``b``), the mask or ``count`` soft tokens."""
 
-    kind: str  # "text", "a", "b", "mask"
+    kind: str  # "text", "a", "b", "mask", "soft"
     text: str = ""
     space_before: bool = False
+    count: int = 1
 
 
 def parse_template(template: str) -> list[Part]:
@@ -48,7 +49,9 @@ def parse_template(template: str) -> list[Part]:
 
     for match in PLACEHOLDER.finditer(template):
         literal(template[pos : match.start()])
-        parts.append(Part(match.group(1), space_before=bool(parts) and pending_space))
+        soft = soft_slot_size(match.group(1))
+        parts.append(Part("soft" if soft else match.group(1), space_before=bool(parts) and pending_space,
+                          count=soft or 1))
         pending_space = False
         pos = match.end()
     literal(template[pos:])
@@ -57,11 +60,13 @@ def parse_template(template: str) -> list[Part]:
 
 @dataclass
 class Encoded:
-    """Token ids of one example, the mask positions, and how many text tokens were cut."""
+    """Token ids of one example, the mask positions, how many text tokens were cut, and where the learned
+    prompt tokens sit (their ids are placeholders a kind replaces by its prompt vectors)."""
 
     input_ids: list[int]
     mask_positions: list[int]
     truncated: int = 0
+    soft_positions: list[int] = field(default_factory=list)
 
 
 def _word_ids(tokenizer: PreTrainedTokenizerBase, word: str, space: bool) -> list[int]:
@@ -129,9 +134,13 @@ class Verbalizer:
 
 
 class PVP:
-    """A pattern and its verbalizer, bound to one tokenizer and a maximum length."""
+    """A pattern and its verbalizer, bound to one tokenizer and a maximum length.
 
-    def __init__(self, spec: TaskSpec, pattern_id: int, tokenizer: PreTrainedTokenizerBase, max_length: int):
+    ``prepend`` soft tokens go right after the tokenizer's leading special tokens, before the template's
+    own ``{soft}`` slots; ``n_soft`` counts both."""
+
+    def __init__(self, spec: TaskSpec, pattern_id: int, tokenizer: PreTrainedTokenizerBase, max_length: int,
+                 prepend: int = 0):
         if not 0 <= pattern_id < len(spec.patterns):
             raise IndexError(f"pattern {pattern_id} does not exist; task {spec.name!r} has {len(spec.patterns)}")
         self.spec = spec
@@ -140,6 +149,9 @@ class PVP:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.parts = parse_template(self.template)
+        self.prepend = prepend
+        self.n_soft = prepend + sum(p.count for p in self.parts if p.kind == "soft")
+        self._soft_id = next(i for i in (tokenizer.unk_token_id, tokenizer.pad_token_id, 0) if i is not None)
         if tokenizer.mask_token_id is None:
             raise ValueError("the tokenizer has no mask token: PET needs a masked language model")
         mask_part = next(p for p in self.parts if p.kind == "mask")
@@ -152,7 +164,8 @@ class PVP:
         self._prefix_ids, self._suffix_ids = special_affixes(tokenizer)
         self._prefix = len(self._prefix_ids)
         self._n_special = len(self._prefix_ids) + len(self._suffix_ids)
-        fixed = sum(len(v) for v in self._literal_ids.values()) + self.verbalizer.max_tokens + self._n_special
+        fixed = (sum(len(v) for v in self._literal_ids.values()) + self.verbalizer.max_tokens + self._n_special
+                 + self.n_soft)
         if fixed >= max_length:
             raise ValueError(
                 f"pattern {pattern_id} ({self.template!r}) needs {fixed} tokens without any text, "
@@ -171,7 +184,7 @@ class PVP:
 
     def _assemble(self, slots: dict[int, list[int]], n_masks: int) -> Encoded:
         slots = {i: list(ids) for i, ids in slots.items()}
-        fixed = sum(len(v) for v in self._literal_ids.values()) + n_masks + self._n_special
+        fixed = sum(len(v) for v in self._literal_ids.values()) + n_masks + self._n_special + self.n_soft
         excess = fixed + sum(len(v) for v in slots.values()) - self.max_length
         truncated = max(excess, 0)
         while excess > 0:
@@ -180,18 +193,22 @@ class PVP:
             cut = min(excess, max(1, len(slots[longest]) - runner_up))
             del slots[longest][len(slots[longest]) - cut :]
             excess -= cut
-        body: list[int] = []
+        body: list[int] = [self._soft_id] * self.prepend
         masks: list[int] = []
+        soft: list[int] = list(range(self.prepend))
         for i, part in enumerate(self.parts):
             if part.kind == "mask":
                 masks.extend(range(len(body), len(body) + n_masks))
                 body.extend([self.tokenizer.mask_token_id] * n_masks)
             elif part.kind == "text":
                 body.extend(self._literal_ids[i])
+            elif part.kind == "soft":
+                soft.extend(range(len(body), len(body) + part.count))
+                body.extend([self._soft_id] * part.count)
             else:
                 body.extend(slots[i])
         ids = self._prefix_ids + body + self._suffix_ids
-        return Encoded(ids, [m + self._prefix for m in masks], truncated)
+        return Encoded(ids, [m + self._prefix for m in masks], truncated, [s + self._prefix for s in soft])
 
 
 def pattern_words(template: str) -> list[str]:

@@ -14,6 +14,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 TEXT_SLOTS = ("a", "b")
+SOFT_SLOT = re.compile(r"soft(?::(\d+))?")  # {soft} or {soft:N}: N learned prompt tokens (kinds that fill them)
+MAX_SOFT_TOKENS = 64
+
+
+def soft_slot_size(slot: str) -> int | None:
+    """Tokens of a ``{soft}`` / ``{soft:N}`` placeholder's content (None: not a soft slot)."""
+    match = SOFT_SLOT.fullmatch(slot)
+    if match is None:
+        return None
+    return int(match.group(1) or 1)
 
 
 class LabelSpec(BaseModel):
@@ -53,7 +63,10 @@ class FieldsSpec(BaseModel):
 
 
 class PatternSpec(BaseModel):
-    """A template such as ``'{a} All in all, it was {mask}.'`` with an optional own verbalizer."""
+    """A template such as ``'{a} All in all, it was {mask}.'`` with an optional own verbalizer.
+
+    ``{soft}`` / ``{soft:N}`` mark learned prompt tokens; only kinds with learned prompts (ptuning,
+    prompt_tuning) accept templates that hold them."""
 
     model_config = ConfigDict(extra="forbid")
     template: str
@@ -65,11 +78,16 @@ class PatternSpec(BaseModel):
     @classmethod
     def _check_template(cls, template: str) -> str:
         slots = PLACEHOLDER.findall(template)
-        unknown = sorted({s for s in slots if s not in (*TEXT_SLOTS, "mask")})
+        unknown = sorted({s for s in slots if s not in (*TEXT_SLOTS, "mask") and soft_slot_size(s) is None})
         if unknown:
             raise ValueError(
-                f"pattern {template!r}: unknown placeholder(s) {unknown}; use {{a}}, {{b}} and {{mask}}"
+                f"pattern {template!r}: unknown placeholder(s) {unknown}; use {{a}}, {{b}}, {{mask}} and, for "
+                f"learned prompt tokens, {{soft}} or {{soft:N}}"
             )
+        sizes = [soft_slot_size(s) for s in slots if soft_slot_size(s) is not None]
+        if any(not 1 <= n <= MAX_SOFT_TOKENS for n in sizes) or sum(sizes) > MAX_SOFT_TOKENS:
+            raise ValueError(f"pattern {template!r}: {{soft:N}} slots need 1 <= N and at most {MAX_SOFT_TOKENS} "
+                             f"soft tokens in all")
         if slots.count("mask") != 1:
             raise ValueError(f"pattern {template!r}: needs exactly one {{mask}}, found {slots.count('mask')}")
         if not any(s in TEXT_SLOTS for s in slots):

@@ -96,6 +96,7 @@ def train(store: ArtifactStore, spec: TaskSpec, model: ModelConfig, config: Trai
                            model_name=model_id(pattern, seed, generation), kind=kind)
         info = result.to_dict()
         info.pop("model_dir")  # the temp build path; the committed path is the ``model`` output
+        info["kind"] = kind.kind
         return {"model": "model"}, info
 
     key_config = {"model": model_key(model), "kind": kind.to_dict(), "train": config.to_dict(), "pattern": pattern,

@@ -210,6 +210,7 @@ TRUNCATION_SAMPLE = 200  # texts per pattern tokenized to count truncation: a sh
 
 def _check_patterns(config: RunConfig, spec: Any, tokenizer: Any, pool: Any, report: ValidationReport) -> None:
     from pet_core.kinds import get_kind
+    from pet_core.kinds.footprint import human_count
 
     sample = pool.slice(0, min(pool.num_rows, TRUNCATION_SAMPLE)) if pool is not None else None
     a = sample.column("a").to_pylist() if sample is not None else []
@@ -219,9 +220,12 @@ def _check_patterns(config: RunConfig, spec: Any, tokenizer: Any, pool: Any, rep
         try:
             found = get_kind(kind.kind).model_class().check(spec, pattern, tokenizer, config.model, kind, a, b)
         except ValueError as err:
-            report.errors.append(f"pattern {pattern}: {err}")
+            named = str(err).startswith(f"pattern {pattern} ")
+            report.errors.append(str(err) if named else f"pattern {pattern}: {err}")
             continue
         report.warnings.extend(f"pattern {pattern}: {note}" for note in found.notes)
+        report.facts.setdefault("kinds", {})[f"pattern {pattern}"] = (
+            f"{kind.kind} ({human_count(found.trainable)} trainable parameters)")
         if found.truncated:
             report.warnings.append(f"pattern {pattern}: {found.truncated} of {found.sampled} sampled texts exceed "
                                    f"max_seq_length={config.model.max_seq_length} and will be truncated")

@@ -63,12 +63,13 @@ def report_data(run: str, prepared: StageResult) -> None:
 def generation_rows(generation: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per model (accuracy on its training set before/after training, on test) plus the ensemble."""
     test = generation.get("test") or {}
-    rows = [{"model": m["model_id"], "pattern": m["pattern"], "seed": m["seed"], "train rows": m["n_labeled"],
+    rows = [{"model": m["model_id"], "kind": m.get("kind", "cloze"), "pattern": m["pattern"], "seed": m["seed"],
+             "train rows": m["n_labeled"],
              "acc train before": m["pre_train_accuracy"], "acc train after": m["post_train_accuracy"],
              "acc test": (test.get("models") or {}).get(m["model_id"]), "cached": m["cached"]}
             for m in generation["models"]]
     if test:
-        rows.append({"model": "ensemble", "pattern": None, "seed": None, "train rows": None,
+        rows.append({"model": "ensemble", "kind": None, "pattern": None, "seed": None, "train rows": None,
                      "acc train before": None, "acc train after": None,
                      "acc test": test["ensemble"]["accuracy"], "cached": None})
     return rows
@@ -103,6 +104,7 @@ def build_metrics(config: RunConfig, digest: str, prepared: StageResult, generat
         "generations": [{"generation": g["generation"],
                          "models": {m["model_id"]: {k: m[k] for k in ("pattern", "seed", "n_labeled",
                                                                      "pre_train_accuracy", "post_train_accuracy")}
+                                    | {"kind": m.get("kind", "cloze")}
                                     | {"test_accuracy": ((g["test"] or {}).get("models") or {}).get(m["model_id"])}
                                     for m in g["models"]},
                          "ensemble_test": ({k: g["test"]["ensemble"][k] for k in ("accuracy", "macro_f1")}

@@ -61,7 +61,7 @@ def test_every_kind_trains_saves_and_loads_to_identical_logits(name, sentiment_s
     model.save(tmp_path)
     (tmp_path / "train_record.json").write_text(json.dumps({"pattern": 0, "kind": kind.to_dict()}))
     loaded, record = load_pattern_model(sentiment_spec, tmp_path, model_config)
-    assert type(loaded) is type(model) and record["kind"] == {"kind": name}
+    assert type(loaded) is type(model) and record["kind"] == kind.to_dict() and record["kind"]["kind"] == name
     np.testing.assert_allclose(loaded.predict(*texts(labeled), batch_size=5), logits, rtol=0, atol=1e-5)
     assert loaded.accuracy(labeled, sentiment_spec, 4) == float((logits.argmax(1) == gold.numpy()).mean())
 
@@ -83,8 +83,9 @@ def test_a_kind_config_must_name_its_kind():
 
 def test_unknown_kind_fails_config_validation_listing_the_known_kinds():
     config = {"task": SENTIMENT_SPEC, "data": {"pool": {"path": "/data/pool.csv"}}, "model": {"backbone": "org/mlm"}}
-    with pytest.raises(ValidationError, match=r"unknown pattern-model kind 'ptuning'; known kinds: cloze"):
-        RunConfig.model_validate({**config, "patterns": [0, {"pattern": 1, "kind": "ptuning"}]})
+    known = "cloze, prefix_tuning, prompt_tuning, ptuning"
+    with pytest.raises(ValidationError, match=rf"unknown pattern-model kind 't5'; known kinds: {known}"):
+        RunConfig.model_validate({**config, "patterns": [0, {"pattern": 1, "kind": "t5"}]})
     with pytest.raises(ValidationError, match=r"pattern 1, kind 'cloze': n_tokens: Extra inputs"):
         RunConfig.model_validate({**config, "patterns": [{"pattern": 1, "kind": "cloze", "n_tokens": 8}]})
     with pytest.raises(ValidationError, match=r"patterns must be distinct"):

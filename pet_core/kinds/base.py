@@ -37,6 +37,7 @@ class PatternCheck:
     sampled: int
     truncated: int
     notes: list[str] = field(default_factory=list)
+    trainable: int | None = None  # parameters that will train (None: unknown without weights)
 
 
 def label_indices(table: pa.Table, spec: TaskSpec) -> np.ndarray:

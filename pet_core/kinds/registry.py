@@ -96,9 +96,14 @@ class KindRegistry:
 def builtin_registry() -> KindRegistry:
     """A registry holding petflow's own kinds."""
     from pet_core.kinds.cloze.config import ClozeConfig
+    from pet_core.kinds.prefix_tuning.config import PrefixTuningConfig
+    from pet_core.kinds.ptuning.config import PromptTuningConfig, PTuningConfig
 
     registry = KindRegistry()
     registry.register("cloze", ClozeConfig, "pet_core.kinds.cloze.model:ClozeModel")
+    registry.register("ptuning", PTuningConfig, "pet_core.kinds.ptuning.model:SoftTokenModel")
+    registry.register("prompt_tuning", PromptTuningConfig, "pet_core.kinds.ptuning.model:PromptTuningModel")
+    registry.register("prefix_tuning", PrefixTuningConfig, "pet_core.kinds.prefix_tuning.model:PrefixTuningModel")
     return registry
 
 

@@ -231,7 +231,8 @@ SPEC_CASES = [
      ["patterns.1.template", "needs exactly one {mask}, found 0"]),
     ("pattern-with-two-masks", {"patterns": ["{a} It was {mask} and {mask}."]}, ["patterns.0.template", "found 2"]),
     ("pattern-unknown-placeholder", {"patterns": ["{a} It was {mask}. {c}"]},
-     ["patterns.0.template", "unknown placeholder(s) ['c']", "use {a}, {b} and {mask}"]),
+     ["patterns.0.template", "unknown placeholder(s) ['c']",
+      "use {a}, {b}, {mask} and, for learned prompt tokens, {soft} or {soft:N}"]),
     ("pattern-without-text", {"patterns": ["It was {mask}."]}, ["patterns.0.template", "uses no text"]),
     ("b-without-fields-b", {"patterns": ["{a} {b} It was {mask}."]}, ["pattern 0 uses {b} but fields.b is empty"]),
     ("duplicate-verbalizer-words", {"labels": labels(["bad", "good"], ["good", "great"])},
@@ -715,8 +716,9 @@ def test_validate_rejects_an_empty_pattern_list(run_yaml, tmp_path):
 
 @pytest.mark.parametrize("command", ["validate", "run"])
 def test_an_unknown_pattern_model_kind_is_one_line_listing_the_known_kinds(command, run_yaml, tmp_path):
-    cli_error([command, run_yaml(patterns=[0, {"pattern": 1, "kind": "ptuning"}])], "run config",
-              "patterns[1]: unknown pattern-model kind 'ptuning'; known kinds: cloze", work=tmp_path)
+    cli_error([command, run_yaml(patterns=[0, {"pattern": 1, "kind": "t5"}])], "run config",
+              "patterns[1]: unknown pattern-model kind 't5'; known kinds: cloze, prefix_tuning, prompt_tuning, "
+              "ptuning", work=tmp_path)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

@@ -4,6 +4,9 @@ Single-token verbalizers score a label by the mean MLM logit of its words at the
 Multi-token words get one mask per token; their score is the sum of token log-probabilities,
 decoded most-confident-first at inference (one batched pass per step) and in one parallel pass
 during training. The auxiliary loss is PET's masked-LM loss on unlabelled texts.
+
+Kinds that change only what the encoder sees (learned prompt tokens, per-layer prefixes) subclass this
+one and override ``_pvp`` (which templates they accept) and ``_hidden`` (the encoder pass).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from torch import nn
 from pet_core.config import ModelConfig, TrainConfig
 from pet_core.kinds.base import PatternCheck, PatternModel
 from pet_core.kinds.cloze.config import ClozeConfig
+from pet_core.kinds.footprint import BackboneShape, backbone_shape
 from pet_core.kinds.registry import KindConfig
 from pet_core.modeling import Batch, MaskedLM, collate, gather_positions, label_scores
 from pet_core.optim import mask_tokens, mlm_loss
@@ -54,7 +58,17 @@ class ClozeModel(PatternModel):
     @classmethod
     def _on(cls, mlm: MaskedLM, spec: TaskSpec, pattern: int, model_config: ModelConfig,
             kind_config: KindConfig) -> Self:
-        return cls(mlm, PVP(spec, pattern, mlm.tokenizer, model_config.max_seq_length), kind_config)
+        return cls(mlm, cls._pvp(spec, pattern, mlm.tokenizer, model_config, kind_config), kind_config)
+
+    @classmethod
+    def _pvp(cls, spec: TaskSpec, pattern: int, tokenizer: Any, model_config: ModelConfig,
+             kind_config: KindConfig) -> PVP:
+        """The pattern bound to the tokenizer; PET's hand-written patterns hold no learned tokens."""
+        pvp = PVP(spec, pattern, tokenizer, model_config.max_seq_length)
+        if pvp.n_soft:
+            raise ValueError(f"pattern {pattern} ({pvp.template!r}) has {{soft}} slots, which kind {cls.kind!r} "
+                             "cannot fill; train it as kind 'ptuning' or 'prompt_tuning'")
+        return pvp
 
     def save(self, out_dir: str | Path) -> None:
         """The whole masked LM and its tokenizer (safetensors)."""
@@ -68,9 +82,16 @@ class ClozeModel(PatternModel):
     def check(cls, spec: TaskSpec, pattern: int, tokenizer: Any, model_config: ModelConfig,
               kind_config: KindConfig, a: list[str], b: list[str | None]) -> PatternCheck:
         """Template and label words fit the tokenizer; how many sample texts get truncated."""
-        pvp = PVP(spec, pattern, tokenizer, model_config.max_seq_length)
+        pvp = cls._pvp(spec, pattern, tokenizer, model_config, kind_config)
         encoded = pvp.encode_texts(a, b) if a else []
-        return PatternCheck(len(encoded), sum(1 for e in encoded if e.truncated))
+        shape = backbone_shape(model_config)
+        return PatternCheck(len(encoded), sum(1 for e in encoded if e.truncated),
+                            trainable=None if shape is None else cls._trainable(pvp, kind_config, shape))
+
+    @classmethod
+    def _trainable(cls, pvp: PVP, kind_config: KindConfig, shape: BackboneShape) -> int | None:
+        """Parameters that will train: the whole masked LM."""
+        return shape.parameters
 
     # -- the model ------------------------------------------------------------------------------
     @property
@@ -107,11 +128,11 @@ class ClozeModel(PatternModel):
         pad = self._pad()
         if not self.multi_token:
             batch = collate(encodings[1], indices, pad).to(self.mlm.device)
-            return label_scores(self.mlm.mask_logits(batch)[:, 0], self._flat_ids, self._owner, self.n_labels)
+            return label_scores(self._mask_logits(batch)[:, 0], self._flat_ids, self._owner, self.n_labels)
         word_scores: dict[int, torch.Tensor] = {}
         for n, encoded in encodings.items():
             batch = collate(encoded, indices, pad).to(self.mlm.device)
-            word_scores[n] = torch.log_softmax(self.mlm.mask_logits(batch), dim=-1)  # (B, n, V)
+            word_scores[n] = torch.log_softmax(self._mask_logits(batch), dim=-1)  # (B, n, V)
         return self._combine(lambda ids: word_scores[len(ids)][:, torch.arange(len(ids)), ids].sum(-1))
 
     def inference_logits(self, encodings: dict[int, list[Encoded]], indices: list[int]) -> torch.Tensor:
@@ -136,7 +157,15 @@ class ClozeModel(PatternModel):
         ids, labels = mask_tokens(unl.input_ids, unl.attention_mask, self.mlm.tokenizer, config.mlm_probability,
                                   generator)
         unl.input_ids = ids
-        return mlm_loss(self.mlm, unl.to(self.mlm.device), labels.to(self.mlm.device))
+        return mlm_loss(self.mlm, unl.to(self.mlm.device), labels.to(self.mlm.device), encode=self._hidden)
+
+    def _hidden(self, batch: Batch) -> torch.Tensor:
+        """Last hidden states (B, T, H) of the encoder for a batch (kinds with learned prompts override it)."""
+        return self.mlm.encode(batch)
+
+    def _mask_logits(self, batch: Batch) -> torch.Tensor:
+        """Vocabulary logits at the mask positions only: (B, M, V), float32."""
+        return self.mlm.vocab_logits(gather_positions(self._hidden(batch), batch.mask_positions)).float()
 
     def _pad(self) -> int:
         return self.mlm.tokenizer.pad_token_id or 0
@@ -156,7 +185,8 @@ class ClozeModel(PatternModel):
         remaining = torch.ones(ids.size(0), n, dtype=torch.bool, device=ids.device)
         total = torch.zeros(ids.size(0), device=ids.device)
         for _ in range(n):
-            hidden = self.mlm.encode(Batch(batch.indices, ids, batch.attention_mask, batch.mask_positions))
+            hidden = self._hidden(Batch(batch.indices, ids, batch.attention_mask, batch.mask_positions,
+                                        batch.soft_positions))
             logprobs = torch.log_softmax(
                 self.mlm.vocab_logits(gather_positions(hidden, batch.mask_positions)).float(), -1
             )  # (B, n, V)

@@ -1,0 +1,1 @@
+"""P-tuning and prompt tuning: cloze questions with learned soft tokens."""
