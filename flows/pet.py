@@ -63,7 +63,7 @@ def train_and_score(config: RunConfig, data: dict[str, RefDict], jobs: list[Mode
     for i in range(len(jobs)):
         scored = {split: f.result() for split, f in scorings[i].items()}
         info, job = trained[i]["info"], jobs[i]
-        models.append({"model_id": info["model_id"], "pattern": job.pattern, "seed": job.seed,
+        models.append({"model_id": info["model_id"], "kind": job.kind.kind, "pattern": job.pattern, "seed": job.seed,
                        "generation": job.generation,
                        **{k: info[k] for k in ("n_labeled", "pre_train_accuracy", "post_train_accuracy")},
                        "model": trained[i]["outputs"]["model"], "cached": trained[i]["cached"],

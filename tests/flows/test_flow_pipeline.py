@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -76,10 +77,11 @@ def test_deleted_model_reruns_only_it_and_its_dependents(pet_run):
     assert keys["train g0-p0-s1"] == {s["name"]: s["key"] for s in before["stages"]}["train g0-p0-s1"]
 
 
-def test_ipet_with_adapted_backbone_and_holdout_test(tmp_path, make_config, topic_data):
+def test_ipet_with_adapted_backbone_holdout_test_and_a_mixed_ensemble(tmp_path, make_config, topic_data):
     data = {"pool": str(topic_data / "pool.csv"), "holdout": 6, "n_labeled": 6, "seed": 1}  # test held out of the pool
     config = make_config(tmp_path, "tiny-ipet", data=data, ipet={"generations": 1},
-                         adapt={"max_steps": 2, "batch_size": 4, "max_seq_length": 32})
+                         adapt={"max_steps": 2, "batch_size": 4, "max_seq_length": 32},
+                         patterns=[0, {"pattern": 1, "kind": "prompt_tuning", "n_tokens": 2}])
     result = pipeline(str(config))
     manifest, metrics = read_run(result)
     flags = stage_flags(manifest)
@@ -91,5 +93,12 @@ def test_ipet_with_adapted_backbone_and_holdout_test(tmp_path, make_config, topi
     assert len(sets) == 2 and all(s["rows"] > 6 for s in sets)  # T plus examples labelled by the other model
     adapted = next(s for s in manifest["stages"] if s["stage"] == "adapt")["outputs"]["backbone"]["path"]
     assert manifest["config"]["model"]["backbone"] == adapted
-    keys = {a.key for a in run_artifacts(manifest["flow_run_id"]) if a.key}
-    assert {"tiny-ipet-g1-models", "tiny-ipet-g1-sets"} <= keys
+    artifacts = {a.key: a for a in run_artifacts(manifest["flow_run_id"]) if a.key}
+    assert {"tiny-ipet-g1-models", "tiny-ipet-g1-sets"} <= set(artifacts)
+    # the mixed ensemble: a prompt-tuning adapter on the adapted backbone beside a cloze model, in both generations
+    assert [{m: g["models"][m]["kind"] for m in g["models"]} for g in metrics["generations"]] == [
+        {f"g{i}-p0-s1": "cloze", f"g{i}-p1-s1": "prompt_tuning"} for i in (0, 1)]
+    assert "prompt_tuning" in artifacts["tiny-ipet-g1-models"].data
+    adapter = next(s for s in manifest["stages"] if s["name"] == "train g1-p1-s1")["outputs"]["model"]["path"]
+    assert json.loads((Path(adapter) / "prompt_adapter.json").read_text())["base"]["backbone"] == adapted
+    assert not (Path(adapter) / "model.safetensors").exists()
