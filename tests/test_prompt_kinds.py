@@ -50,7 +50,7 @@ def test_soft_tokens_equal_to_the_placeholder_embedding_give_the_cloze_encoder_o
     model = create("prompt_tuning", SOFT_SPEC, 0, model_config, n_tokens=2)
     embeddings = model.mlm.model.get_input_embeddings().weight
     with torch.no_grad():
-        model.prompt.embedding.weight.copy_(embeddings[model.mlm.tokenizer.unk_token_id].expand(4, -1))
+        model.encoder.embedding.weight.copy_(embeddings[model.mlm.tokenizer.unk_token_id].expand(4, -1))
     model.train(False)
     encoded = model.encode(*texts(sentiment_split[0]))[1]
     batch = collate(encoded, list(range(6)), 0)
@@ -165,4 +165,5 @@ def test_validate_names_each_patterns_kind_and_what_it_will_train(model_config, 
         "pattern 2": f"prompt_tuning ({(8 + 3) * lm.hidden_size:,} trainable parameters)"}
     refused = validate(RunConfig.model_validate({**base, "patterns": [2]}))
     assert refused.errors == [("pattern 2 ('{a} {soft:3} So {mask}.') has {soft} slots, which kind "
-                               "'cloze' cannot fill; train it as kind 'ptuning' or 'prompt_tuning'")]
+                               "'cloze' cannot fill; train it as kind 'ptuning' or 'prompt_tuning', or use a "
+                               "template without them")]

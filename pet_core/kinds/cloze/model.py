@@ -67,7 +67,7 @@ class ClozeModel(PatternModel):
         pvp = PVP(spec, pattern, tokenizer, model_config.max_seq_length)
         if pvp.n_soft:
             raise ValueError(f"pattern {pattern} ({pvp.template!r}) has {{soft}} slots, which kind {cls.kind!r} "
-                             "cannot fill; train it as kind 'ptuning' or 'prompt_tuning'")
+                             "cannot fill; train it as kind 'ptuning' or 'prompt_tuning', or use a template without them")
         return pvp
 
     def save(self, out_dir: str | Path) -> None:

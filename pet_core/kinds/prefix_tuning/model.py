@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
 import torch
-from torch import nn
 from transformers import DynamicCache
 
 from pet_core.backbone import BackboneError
 from pet_core.config import ModelConfig
 from pet_core.keys import backbone_fingerprint
-from pet_core.kinds.cloze.model import ClozeModel
 from pet_core.kinds.footprint import BackboneShape, count_on_meta
+from pet_core.kinds.learned import LearnedPromptModel
 from pet_core.kinds.prefix_tuning.config import PrefixTuningConfig
-from pet_core.kinds.prompts import PrefixEncoder, load_adapter, save_adapter, trainable_parameters
+from pet_core.kinds.prompts import PrefixEncoder, load_adapter
 from pet_core.kinds.registry import KindConfig
 from pet_core.modeling import Batch, MaskedLM
 from pet_core.optim import ParamGroup
@@ -30,7 +29,7 @@ from pet_core.pvp import PVP, Encoded
 from pet_core.spec import TaskSpec
 
 
-class PrefixTuningModel(ClozeModel):
+class PrefixTuningModel(LearnedPromptModel):
     """Label logits of one pattern on a frozen masked LM with a learned prefix in every layer."""
 
     kind = "prefix_tuning"
@@ -45,11 +44,9 @@ class PrefixTuningModel(ClozeModel):
                                 f"{type(lm.base_model).__name__} does not: use kind 'prompt_tuning' or 'ptuning'")
         cfg = lm.config
         heads = cfg.num_attention_heads
-        self.prefix = PrefixEncoder(kind_config.n_tokens, cfg.num_hidden_layers, heads, cfg.hidden_size // heads,
-                                    cfg.hidden_size, kind_config.projection,
-                                    None if kind_config.projection else self._init_prefix()).to(mlm.device)
-        lm.requires_grad_(False)
-        self._module = nn.ModuleDict({"lm": lm, "prefix": self.prefix})
+        self._attach(PrefixEncoder(kind_config.n_tokens, cfg.num_hidden_layers, heads, cfg.hidden_size // heads,
+                                   cfg.hidden_size, kind_config.projection,
+                                   None if kind_config.projection else self._init_prefix()), finetune_lm=False)
 
     @torch.no_grad()
     def _init_prefix(self) -> torch.Tensor:
@@ -75,49 +72,23 @@ class PrefixTuningModel(ClozeModel):
         return count_on_meta(PrefixEncoder, kind_config.n_tokens, shape.layers, shape.heads,
                              shape.hidden // shape.heads, shape.hidden, kind_config.projection)
 
-    @classmethod
-    def _pvp(cls, spec: TaskSpec, pattern: int, tokenizer: Any, model_config: ModelConfig,
-             kind_config: KindConfig) -> PVP:
-        pvp = PVP(spec, pattern, tokenizer, model_config.max_seq_length)
-        if pvp.n_soft:
-            raise ValueError(f"pattern {pattern} ({pvp.template!r}) has {{soft}} slots, which kind 'prefix_tuning' "
-                             "does not fill (its prompt is a per-layer prefix); use a template without them")
-        return pvp
-
     # -- life cycle ---------------------------------------------------------------------------
     @classmethod
     def load(cls, spec: TaskSpec, pattern: int, model_dir: str | Path, model_config: ModelConfig,
              kind_config: KindConfig) -> Self:
         """The saved prefix on the run's backbone (checked by content hash)."""
         model = cls._on(MaskedLM.load(model_config), spec, pattern, model_config, kind_config)
-        load_adapter(model_dir, model.prefix, backbone_fingerprint(model_config.backbone))
+        load_adapter(model_dir, model.encoder, backbone_fingerprint(model_config.backbone))
         return model
 
     def save(self, out_dir: str | Path) -> None:
         """The prefix encoder only (safetensors) and its base backbone's content hash."""
-        backbone = self.mlm.config.backbone
-        save_adapter(out_dir, self.prefix, {"kind": self.kind, "n_tokens": self.settings.n_tokens,
-                                            "projection": self.settings.projection,
-                                            "base": {"backbone": backbone,
-                                                     "fingerprint": backbone_fingerprint(backbone)}})
-
-    def release(self) -> None:
-        """Drop the LM and the prefix."""
-        self.__dict__.pop("_module", None)
-        super().release()
+        self.save_adapter(out_dir, n_tokens=self.settings.n_tokens, projection=self.settings.projection)
 
     # -- the model ------------------------------------------------------------------------------
-    @property
-    def module(self) -> nn.Module:
-        return self._module
-
-    def trainable_parameters(self) -> int:
-        """Parameters that train (the prefix encoder)."""
-        return trainable_parameters(self._module)
-
     def param_groups(self, lr: float) -> list[ParamGroup]:
         """The prefix at the kind's learning rate (the LM is frozen)."""
-        return [ParamGroup(list(self.prefix.named_parameters(prefix="prefix")), self.settings.learning_rate)]
+        return [ParamGroup(list(self.encoder.named_parameters(prefix="prefix")), self.settings.learning_rate)]
 
     def encode_unlabeled(self, a: list[str], b: list[str | None]) -> list[Encoded] | None:
         """No auxiliary MLM loss: the LM is frozen."""
@@ -126,7 +97,7 @@ class PrefixTuningModel(ClozeModel):
     def _hidden(self, batch: Batch) -> torch.Tensor:
         """The encoder attending to the prefix in every layer; real tokens keep positions 0..T-1."""
         size, width = batch.input_ids.shape
-        kv = self.prefix()  # (L, 2, heads, n, d)
+        kv = self.encoder()  # (L, 2, heads, n, d)
         kv = kv.unsqueeze(3).expand(-1, -1, -1, size, -1, -1).transpose(2, 3)  # (L, 2, B, heads, n, d)
         cache = DynamicCache([(layer[0], layer[1]) for layer in kv])
         ones = torch.ones(size, self.settings.n_tokens, dtype=batch.attention_mask.dtype, device=self.mlm.device)

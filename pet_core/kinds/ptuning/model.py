@@ -17,9 +17,9 @@ from torch import nn
 
 from pet_core.config import ModelConfig
 from pet_core.keys import backbone_fingerprint
-from pet_core.kinds.cloze.model import ClozeModel
 from pet_core.kinds.footprint import BackboneShape, count_on_meta
-from pet_core.kinds.prompts import SoftPromptEncoder, load_adapter, save_adapter, trainable_parameters
+from pet_core.kinds.learned import LearnedPromptModel
+from pet_core.kinds.prompts import SoftPromptEncoder, load_adapter
 from pet_core.kinds.ptuning.config import SoftTokens
 from pet_core.kinds.registry import KindConfig
 from pet_core.modeling import Batch, MaskedLM
@@ -32,7 +32,7 @@ def _soft_tokens(kind_config: KindConfig, pvp_or_slots: int) -> SoftTokens:
     return kind_config.soft_tokens(pvp_or_slots)  # type: ignore[attr-defined]
 
 
-class SoftTokenModel(ClozeModel):
+class SoftTokenModel(LearnedPromptModel):
     """A cloze model whose pattern holds learned soft tokens (P-tuning's kind; prompt tuning's subclasses it)."""
 
     kind = "ptuning"
@@ -41,10 +41,8 @@ class SoftTokenModel(ClozeModel):
         super().__init__(mlm, pvp, kind_config)
         self.settings = _soft_tokens(kind_config, pvp.n_soft - pvp.prepend)
         embeddings = mlm.model.get_input_embeddings()
-        self.prompt = SoftPromptEncoder(pvp.n_soft, embeddings.embedding_dim, self.settings.encoder,
-                                        self._init_vectors(embeddings)).to(mlm.device)
-        mlm.model.requires_grad_(self.settings.finetune_lm)
-        self._module = nn.ModuleDict({"lm": mlm.model, "prompt": self.prompt})
+        self._attach(SoftPromptEncoder(pvp.n_soft, embeddings.embedding_dim, self.settings.encoder,
+                                       self._init_vectors(embeddings)), self.settings.finetune_lm)
 
     @classmethod
     def _pvp(cls, spec: TaskSpec, pattern: int, tokenizer: Any, model_config: ModelConfig,
@@ -86,39 +84,20 @@ class SoftTokenModel(ClozeModel):
         finetuned = (Path(model_dir) / "config.json").is_file()
         mlm = MaskedLM.load(model_config, source=str(model_dir) if finetuned else None)
         model = cls._on(mlm, spec, pattern, model_config, kind_config)
-        load_adapter(model_dir, model.prompt, None if finetuned else backbone_fingerprint(model_config.backbone))
+        load_adapter(model_dir, model.encoder, None if finetuned else backbone_fingerprint(model_config.backbone))
         return model
 
     def save(self, out_dir: str | Path) -> None:
         """The prompt encoder (safetensors), and the whole LM when it was fine-tuned."""
         if self.settings.finetune_lm:
             self.mlm.save(out_dir)
-        save_adapter(out_dir, self.prompt, self.adapter_info())
-
-    def adapter_info(self) -> dict[str, Any]:
-        """What the adapter record holds beside the weights."""
-        backbone = self.mlm.config.backbone
-        return {"kind": self.kind, "soft_tokens": self.pvp.n_soft, "encoder": self.settings.encoder,
-                "finetune_lm": self.settings.finetune_lm,
-                "base": {"backbone": backbone, "fingerprint": backbone_fingerprint(backbone)}}
-
-    def release(self) -> None:
-        """Drop the LM and the prompt encoder."""
-        self.__dict__.pop("_module", None)
-        super().release()
+        self.save_adapter(out_dir, soft_tokens=self.pvp.n_soft, encoder=self.settings.encoder,
+                          finetune_lm=self.settings.finetune_lm)
 
     # -- the model ------------------------------------------------------------------------------
-    @property
-    def module(self) -> nn.Module:
-        return self._module
-
-    def trainable_parameters(self) -> int:
-        """Parameters that train (prompt encoder, plus the LM when it is fine-tuned)."""
-        return trainable_parameters(self._module)
-
     def param_groups(self, lr: float) -> list[ParamGroup]:
         """The prompt encoder at its own learning rate; the LM (when it trains) at ``lr``."""
-        groups = [ParamGroup(list(self.prompt.named_parameters(prefix="prompt")), self.settings.learning_rate)]
+        groups = [ParamGroup(list(self.encoder.named_parameters(prefix="prompt")), self.settings.learning_rate)]
         if self.settings.finetune_lm:
             groups.insert(0, ParamGroup([(n, p) for n, p in self.mlm.model.named_parameters() if p.requires_grad],
                                         lr))
@@ -132,7 +111,7 @@ class SoftTokenModel(ClozeModel):
         """Embed the input, put the soft-token vectors at their positions, run the encoder."""
         lm = self.mlm.model
         embeds = lm.get_input_embeddings()(batch.input_ids)
-        prompt = self.prompt().to(embeds.dtype)
+        prompt = self.encoder().to(embeds.dtype)
         index = batch.soft_positions.unsqueeze(-1).expand(-1, -1, embeds.size(-1))
         embeds = embeds.scatter(1, index, prompt.unsqueeze(0).expand(embeds.size(0), -1, -1))
         return lm.base_model(inputs_embeds=embeds, attention_mask=batch.attention_mask)[0]
