@@ -15,7 +15,7 @@ from prefect import flow
 from flows.ipet import ipet_flow
 from flows.pet import pet_flow, task_runner
 from pet_core.metrics import comparison
-from pet_core.plan import with_backbone
+from pet_core.plan import comparison_evaluations, comparison_splits, with_backbone
 from pet_core.run_config import RunConfig
 from tasks.common import RefDict, StageResult
 from tasks.adapt import adapt
@@ -85,28 +85,28 @@ def compare(config: RunConfig, data: dict[str, RefDict], last: dict[str, Any], d
     threads at once is not thread-safe (see flows.pet.task_runner).
     """
     spec, store, models = config.task_spec(), config.store, last["models"]
+    splits = comparison_splits(bool(data_rows(data["labeled"])), last["test"] is not None)
     accuracy: dict[str, dict[str, float | None]] = {}
     results: list[StageResult] = []
-    has_t = bool(data_rows(data["labeled"]))
-    if has_t:  # zero-shot runs have no T
+    if "T" in splits:
         results = [score.submit(store, spec, config.model, config.score, m["model"], data["labeled"], m["model_id"],
                                 "T").result() for m in models]
         ensemble_t = ensemble_accuracy.submit(spec, config.ensemble, [r["outputs"]["logits"] for r in results],
                                               [m["pre_train_accuracy"] for m in models], data["labeled"],
                                               last["generation"]).result()
         accuracy["T"] = {"ensemble": ensemble_t["ensemble"]["accuracy"]}
-    if last["test"] is not None:
+    if "test" in splits:
         accuracy["test"] = {"ensemble": last["test"]["ensemble"]["accuracy"]}
-    if evaluation is not None:
-        accuracy["test"]["final"] = evaluation["info"]["accuracy"]
-    jobs = {("final", "T"): distilled} if has_t else {}
-    if config.baseline and has_t:
-        baseline = supervised.submit(store, spec, config.model, config.distill, data["labeled"],
-                                     config.data.seed).result()
-        results.append(baseline)
-        jobs |= {("baseline", split): baseline for split in accuracy}
-    for (system, split), clf in jobs.items():
-        result = evaluate.submit(store, spec, config.model, clf["outputs"]["classifier"],
+        if evaluation is not None:
+            accuracy["test"]["final"] = evaluation["info"]["accuracy"]
+    jobs = comparison_evaluations(config, splits)
+    classifiers = {"final": distilled}
+    if any(system == "baseline" for system, _ in jobs):
+        classifiers["baseline"] = supervised.submit(store, spec, config.model, config.distill, data["labeled"],
+                                                    config.data.seed).result()
+        results.append(classifiers["baseline"])
+    for system, split in jobs:
+        result = evaluate.submit(store, spec, config.model, classifiers[system]["outputs"]["classifier"],
                                  data["labeled" if split == "T" else "test"], config.distill.eval_batch_size,
                                  f"evaluate {system} on {split}").result()
         results.append(result)

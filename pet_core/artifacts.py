@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -148,22 +148,35 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> pa.Table:
         raise ArtifactError(f"artifact {path} is not a readable Parquet file ({err}); rerun the stage") from err
 
 
+def float_rows(matrix: np.ndarray, width: int | None = None) -> pa.FixedSizeListArray:
+    """An (n, width) matrix as a fixed-size list column of float32 (the type of every logits column)."""
+    matrix = np.asarray(matrix, dtype=np.float32)
+    width = matrix.shape[1] if width is None else width
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), type=pa.float32()), width)
+
+
+LOGITS_COLUMNS = {"model_id": pa.string(), "pattern": pa.int64(), "seed": pa.int64(), "generation": pa.int64()}
+
+
+def logits_schema(width: int, columns: Iterable[str] = LOGITS_COLUMNS) -> pa.Schema:
+    """The schema of a model's logits file: ``example_id``, ``logits`` (``width`` float32) and constant columns
+    (the model's ``LOGITS_COLUMNS``; other names are strings)."""
+    return pa.schema([("example_id", pa.string()), ("logits", pa.list_(pa.float32(), width)),
+                      *((name, LOGITS_COLUMNS.get(name, pa.string())) for name in columns)])
+
+
 def logits_table(
     example_ids: list[str],
     logits: np.ndarray,
     **columns: Any,
 ) -> pa.Table:
-    """A logits table: ``example_id``, ``logits`` (fixed-size float32 list) and constant columns."""
+    """A logits table (``logits_schema``): ``example_id``, ``logits`` and the given constant columns."""
     logits = np.asarray(logits, dtype=np.float32)
     n, width = logits.shape if logits.ndim == 2 else (len(example_ids), 0)
-    flat = pa.array(logits.reshape(-1), type=pa.float32())
-    data: dict[str, pa.Array] = {
-        "example_id": pa.array(example_ids, type=pa.string()),
-        "logits": pa.FixedSizeListArray.from_arrays(flat, width),
-    }
-    for name, value in columns.items():
-        data[name] = pa.array([value] * n)
-    return pa.table(data)
+    schema = logits_schema(width, columns)
+    data = [pa.array(example_ids, type=pa.string()), float_rows(logits, width)]
+    data += [pa.array([value] * n, type=schema.field(name).type) for name, value in columns.items()]
+    return pa.Table.from_arrays(data, schema=schema)
 
 
 def logits_of(table: pa.Table, column: str = "logits") -> np.ndarray:

@@ -11,7 +11,7 @@ import importlib.util
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pet_core.artifacts import EXAMPLES_SCHEMA
 from pet_core.spec import TaskSpec
+
+if TYPE_CHECKING:
+    from pet_core.run_config import DataConfig
 
 
 class DataError(ValueError):
@@ -248,6 +251,19 @@ def sample_split(
     if hide_labels:
         unlabeled = unlabeled.set_column(3, "label", pa.nulls(len(unlabeled), pa.string()))
     return labeled, unlabeled
+
+
+def hold_out(pool: pa.Table, data: DataConfig) -> tuple[pa.Table | None, pa.Table]:
+    """The run's holdout test rows (``data.holdout``, drawn with seed + 1, labels kept) and the pool left for
+    T and D; (None, pool) without a holdout. Used by the prepare stage and by validation alike."""
+    if data.holdout is None:
+        return None, pool
+    return sample_split(pool, data.holdout, None, data.seed + 1, hide_labels=False)
+
+
+def draw(pool: pa.Table, data: DataConfig) -> tuple[pa.Table, pa.Table]:
+    """The run's T and D from what ``hold_out`` left of the pool (the one place the draw is written)."""
+    return sample_split(pool, data.n_labeled, data.n_unlabeled, data.seed, data.per_label)
 
 
 def label_counts(table: pa.Table) -> dict[str, int]:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from pet_core.artifacts import atomic_dir, write_json
+from pet_core.artifacts import atomic_dir, float_rows, write_json
 from pet_core.backbone import BackboneError, resolve_backbone
 from pet_core.callbacks import Callback, CallbackList
 from pet_core.config import DistillConfig, HeadInit, ModelConfig
@@ -236,7 +236,7 @@ def evaluate(model_dir: str | Path, test: pa.Table, model_config: ModelConfig,
     pred = logits.argmax(1)
     predictions = pa.table({
         "example_id": test.column("example_id"),
-        "logits": pa.FixedSizeListArray.from_arrays(pa.array(logits.reshape(-1), pa.float32()), len(names)),
+        "logits": float_rows(logits, len(names)),
         "label": pa.array([names[i] for i in pred], pa.string()),
     })
     metrics = {}

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pet_core.artifacts import ArtifactError, logits_of, read_table
+from pet_core.artifacts import ArtifactError, float_rows, logits_of, read_table
 from pet_core.config import EnsembleConfig, Reduction
 from pet_core.metrics import classification_metrics
 
@@ -79,8 +79,8 @@ def merge(
     width = len(label_names)
     return pa.table({
         "example_id": pa.array(ids, pa.string()),
-        "logits": pa.FixedSizeListArray.from_arrays(pa.array(merged.reshape(-1), pa.float32()), width),
-        "soft_labels": pa.FixedSizeListArray.from_arrays(pa.array(soft.reshape(-1), pa.float32()), width),
+        "logits": float_rows(merged, width),
+        "soft_labels": float_rows(soft, width),
         "label": pa.array([label_names[i] for i in soft.argmax(1)], pa.string()),
     })
 

@@ -14,7 +14,9 @@ from typing import Any
 from pet_core import stages
 from pet_core.callbacks import Callback
 from pet_core.metrics import comparison
-from pet_core.plan import generation_count, generation_jobs, model_grid, with_backbone
+from pet_core.plan import (
+    comparison_evaluations, comparison_splits, generation_count, generation_jobs, model_grid, with_backbone,
+)
 from pet_core.run_config import RunConfig
 from pet_core.spec import TaskSpec
 from pet_core.store import ArtifactStore, Ref, StageRecord
@@ -125,31 +127,27 @@ def compare(store: ArtifactStore, spec: TaskSpec, config: RunConfig, prepared: S
             classifier: StageRecord, evaluation: StageRecord | None,
             callbacks: list[Callback]) -> tuple[dict[str, Any], list[StageRecord]]:
     """Supervised baseline, ensemble and final classifier on T (and test): ``metrics.comparison``."""
-    splits = {"T": prepared.out("labeled")} if prepared.info["labeled"]["rows"] else {}  # zero-shot: no T
-    if "test" in prepared.outputs:
-        splits["test"] = prepared.out("test")
+    splits = comparison_splits(bool(prepared.info["labeled"]["rows"]), "test" in prepared.outputs)
+    tables = {"T": prepared.outputs.get("labeled"), "test": prepared.outputs.get("test")}
     records: list[StageRecord] = []
-    baseline = None
-    if config.baseline and "T" in splits:
-        baseline = stages.supervised(store, spec, config.model, config.distill, splits["T"], config.data.seed,
-                                     callbacks)
-        records.append(baseline)
     accuracy: dict[str, dict[str, float | None]] = {}
-    for split, table in splits.items():
+    for split in splits:
         logits = last.test_logits if split == "test" else [
-            stages.score(store, spec, config.model, config.score, t.out("model"), table, callbacks).out("logits")
-            for t in last.trained]
-        row = {"ensemble": stages.logits_metrics(spec, logits, last.accuracies, table,
-                                                 config.ensemble)["ensemble"]["accuracy"]}
-        for system, record in (("final", classifier), ("baseline", baseline)):
-            if record is None:
-                continue
-            if system == "final" and split == "test" and evaluation is not None:
-                evaluated = evaluation  # already evaluated by the pipeline
-            else:
-                evaluated = stages.evaluate(store, spec, config.model, record.out("classifier"), table,
-                                            config.distill.eval_batch_size)
-                records.append(evaluated)
-            row[system] = evaluated.info["accuracy"]
-        accuracy[split] = row
+            stages.score(store, spec, config.model, config.score, t.out("model"), tables[split],
+                         callbacks).out("logits") for t in last.trained]
+        accuracy[split] = {"ensemble": stages.logits_metrics(spec, logits, last.accuracies, tables[split],
+                                                             config.ensemble)["ensemble"]["accuracy"]}
+    if evaluation is not None:
+        accuracy["test"]["final"] = evaluation.info["accuracy"]  # already evaluated by the pipeline
+    jobs = comparison_evaluations(config, splits)
+    classifiers = {"final": classifier}
+    if any(system == "baseline" for system, _ in jobs):
+        classifiers["baseline"] = stages.supervised(store, spec, config.model, config.distill, tables["T"],
+                                                    config.data.seed, callbacks)
+        records.append(classifiers["baseline"])
+    for system, split in jobs:
+        evaluated = stages.evaluate(store, spec, config.model, classifiers[system].out("classifier"), tables[split],
+                                    config.distill.eval_batch_size)
+        records.append(evaluated)
+        accuracy[split][system] = evaluated.info["accuracy"]
     return comparison(accuracy), records

@@ -47,6 +47,20 @@ def generation_count(config: RunConfig, n_labeled: int) -> int:
     return config.ipet.num_generations(n_labeled) if config.ipet is not None else 0
 
 
+def comparison_splits(has_labeled: bool, has_test: bool) -> list[str]:
+    """The splits the final classifier is compared on: T (none in zero-shot runs) and test, if any."""
+    return (["T"] if has_labeled else []) + (["test"] if has_test else [])
+
+
+def comparison_evaluations(config: RunConfig, splits: list[str]) -> list[tuple[str, str]]:
+    """(system, split) evaluations the comparison adds to the pipeline's own: the final classifier on T (the
+    pipeline evaluates it on test), and the supervised baseline (trained only when there is a T) on every split."""
+    jobs = [("final", "T")] if "T" in splits else []
+    if config.baseline and "T" in splits:
+        jobs += [("baseline", split) for split in splits]
+    return jobs
+
+
 def with_backbone(config: RunConfig, backbone: str) -> RunConfig:
     """The config whose later stages use ``backbone`` (the adapted one after the adapt stage)."""
     return config.model_copy(update={"model": config.model.model_copy(update={"backbone": backbone})})

@@ -13,13 +13,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pet_core.artifacts import ArtifactError, atomic_path
+from pet_core.artifacts import LOGITS_COLUMNS, ArtifactError, atomic_path, logits_schema, logits_table
 from pet_core.callbacks import Callback, CallbackList
 from pet_core.config import ModelConfig, ScoreConfig
 from pet_core.kinds.base import load_pattern_model
 from pet_core.spec import TaskSpec
 
-LOGITS_META = ("model_id", "pattern", "seed", "generation")
+LOGITS_META = tuple(LOGITS_COLUMNS)
 
 
 def iter_chunks(examples: str | Path | pa.Table, chunk_rows: int):
@@ -64,25 +64,13 @@ def score(
     stage = f"score {meta['model_id']}"
     events.on_stage_begin(stage, total)
     done = 0
-    schema = pa.schema([("example_id", pa.string()), ("logits", pa.list_(pa.float32(), len(spec.labels))),
-                        ("model_id", pa.string()), ("pattern", pa.int64()), ("seed", pa.int64()),
-                        ("generation", pa.int64())])
-    with atomic_path(out_path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+    with atomic_path(out_path) as tmp, pq.ParquetWriter(tmp, logits_schema(len(spec.labels))) as writer:
         for chunk in iter_chunks(examples, score_config.chunk_rows):
             ids = chunk.column("example_id").to_pylist()
             logits = pattern_model.predict(chunk.column("a").to_pylist(), chunk.column("b").to_pylist(),
                                        batch_size=score_config.batch_size)
-            flat = pa.array(logits.reshape(-1), pa.float32())
-            n = len(ids)
-            writer.write_table(pa.table({
-                "example_id": pa.array(ids, pa.string()),
-                "logits": pa.FixedSizeListArray.from_arrays(flat, len(spec.labels)),
-                "model_id": pa.array([meta["model_id"]] * n, pa.string()),
-                "pattern": pa.array([meta["pattern"]] * n, pa.int64()),
-                "seed": pa.array([meta["seed"]] * n, pa.int64()),
-                "generation": pa.array([meta["generation"]] * n, pa.int64()),
-            }, schema=schema))
-            done += n
+            writer.write_table(logits_table(ids, logits, **meta))
+            done += len(ids)
             events.on_progress(stage, done, total)
     pattern_model.release()
     summary = {**meta, "rows": total, "wall_s": round(time.perf_counter() - started, 3)}

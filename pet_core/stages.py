@@ -18,7 +18,7 @@ from pet_core.callbacks import Callback
 from pet_core.config import (
     AdaptConfig, DistillConfig, EnsembleConfig, IpetConfig, ModelConfig, Reduction, ScoreConfig, TrainConfig,
 )
-from pet_core.data import describe, load_examples, sample_split
+from pet_core.data import describe, draw, hold_out, load_examples
 from pet_core.ensemble import ensemble_metrics
 from pet_core.ensemble import merge as merge_logits_files
 from pet_core.kinds.registry import DEFAULT_KIND, KindConfig, get_kind
@@ -36,10 +36,8 @@ def prepare(store: ArtifactStore, spec: TaskSpec, data: Any) -> StageRecord:
         import pyarrow as pa
 
         pool = load_examples(data.pool, spec)
-        held_out = None
-        if data.holdout is not None:
-            held_out, pool = sample_split(pool, data.holdout, None, data.seed + 1, hide_labels=False)
-        labeled, unlabeled = sample_split(pool, data.n_labeled, data.n_unlabeled, data.seed, data.per_label)
+        held_out, pool = hold_out(pool, data)
+        labeled, unlabeled = draw(pool, data)
         if data.unlabeled is not None:
             extra = load_examples(data.unlabeled, spec, labeled=False)
             extra = extra.set_column(0, EXAMPLES_SCHEMA.field("example_id"), pa.array(

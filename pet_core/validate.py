@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pet_core.data import DataError, DataSource, load_examples, resolve_path, sample_split
+from pet_core.data import DataError, DataSource, draw, hold_out, load_examples, resolve_path
 from pet_core.run_config import RunConfig
 
 
@@ -174,11 +174,10 @@ def validate(config: RunConfig, check_backbone: bool = True) -> ValidationReport
                              "add patterns or seeds, or remove the ipet section")
     if "pool" in tables:
         pool = tables["pool"]
-        if config.data.holdout is not None:
-            try:
-                _, pool = sample_split(pool, config.data.holdout, None, config.data.seed + 1, hide_labels=False)
-            except DataError as err:
-                report.errors.append(f"data.holdout: {err}")
+        try:
+            _, pool = hold_out(pool, config.data)
+        except DataError as err:
+            report.errors.append(f"data.holdout: {err}")
         counts: dict[str, int] = {}
         for label in pool.column("label").to_pylist():
             counts[label] = counts.get(label, 0) + 1
@@ -186,8 +185,7 @@ def validate(config: RunConfig, check_backbone: bool = True) -> ValidationReport
         if absent and config.data.n_labeled > 0:
             report.errors.append(f"data.pool ({config.data.pool.path}): label(s) {absent} have no examples")
         try:
-            labeled, unlabeled = sample_split(pool, config.data.n_labeled, config.data.n_unlabeled,
-                                              config.data.seed, config.data.per_label)
+            labeled, unlabeled = draw(pool, config.data)
             seen = {label for label in labeled.column("label").to_pylist()}
             missing = [n for n in spec.label_names if n not in seen]
             if missing and config.data.n_labeled > 0:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pet_core.kinds.cloze.config import ClozeConfig
-from pet_core.plan import ModelJob, generation_count, generation_jobs, model_grid, with_backbone
+from pet_core.plan import (
+    ModelJob, comparison_evaluations, comparison_splits, generation_count, generation_jobs, model_grid, with_backbone,
+)
 from pet_core.run_config import RunConfig
 from tests._petcore_support import SENTIMENT_SPEC
 
@@ -32,3 +34,12 @@ def test_with_backbone_changes_only_the_backbone():
     swapped = with_backbone(config, "/store/adapt/abc/backbone")
     assert swapped.model.backbone == "/store/adapt/abc/backbone"
     assert swapped.model.model_copy(update={"backbone": "org/mlm"}) == config.model and swapped.train == config.train
+
+
+def test_the_comparison_evaluates_final_on_t_and_the_baseline_on_every_split_it_has():
+    with_baseline, without = RunConfig.model_validate(BASE), RunConfig.model_validate({**BASE, "baseline": False})
+    assert comparison_splits(True, True) == ["T", "test"] and comparison_splits(False, True) == ["test"]
+    assert comparison_evaluations(with_baseline, ["T", "test"]) == [("final", "T"), ("baseline", "T"),
+                                                                    ("baseline", "test")]
+    assert comparison_evaluations(without, ["T", "test"]) == [("final", "T")]
+    assert comparison_evaluations(with_baseline, ["test"]) == [], "zero-shot runs have no T to train a baseline on"
