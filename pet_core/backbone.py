@@ -5,7 +5,7 @@ Kept free of torch and transformers so that config checks and cache keys stay ch
 
 from __future__ import annotations
 
-from pathlib import Path
+from pet_core.sources import SourceError, Where, locate
 
 
 class BackboneError(ValueError):
@@ -27,12 +27,15 @@ def resolve_backbone(name: str) -> str:
         return str(materialise())
     if name.startswith("petflow:"):
         raise BackboneError(f"unknown backbone {name!r}; the petflow: backbones are: {DEFAULT_BACKBONE}")
-    if name.startswith("pkg:"):
-        from pet_core.data import resolve_path
-
-        name = str(resolve_path(name))
-    path = Path(name).expanduser()
-    looks_local = name.startswith(("/", ".", "~")) or path.exists()
-    if looks_local and not path.is_dir():
-        raise BackboneError(f"backbone directory {path} does not exist")
-    return str(path) if looks_local else name
+    try:
+        where = locate(name)
+    except SourceError as err:
+        raise BackboneError(str(err)) from None
+    if where.where is Where.url:
+        raise BackboneError(f"backbone {name!r}: a URL cannot be loaded as a model; copy the model folder to a "
+                            "local (or mounted) path and give that path")
+    if where.where is Where.hub:
+        return name
+    if not where.path.is_dir():
+        raise BackboneError(f"backbone directory {where.path} does not exist")
+    return str(where.path)

@@ -7,18 +7,19 @@ An example table has the columns of ``EXAMPLES_SCHEMA``: ``example_id``, ``a``, 
 from __future__ import annotations
 
 import enum
-import importlib.util
 import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import fsspec
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from pet_core.artifacts import EXAMPLES_SCHEMA
+from pet_core.sources import SourceError, Where, locate, package_path
 from pet_core.spec import TaskSpec
 
 if TYPE_CHECKING:
@@ -57,13 +58,10 @@ class DataSource(BaseModel):
 
 def resolve_path(path: str) -> Path:
     """A filesystem path, with ``pkg:name/sub`` resolved inside the installed package ``name``."""
-    if not path.startswith("pkg:"):
-        return Path(path).expanduser()
-    package, _, sub = path[4:].partition("/")
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError(f"{path}: package {package!r} is not installed (pip install {package})")
-    return Path(next(iter(spec.submodule_search_locations))) / sub
+    try:
+        return package_path(path) if path.startswith("pkg:") else Path(path.removeprefix("file://")).expanduser()
+    except SourceError as err:
+        raise DataError(str(err)) from None
 
 
 def _detect_format(path: Path) -> DataFormat:
@@ -74,6 +72,15 @@ def _detect_format(path: Path) -> DataFormat:
     fmt = SUFFIXES.get(path.suffix.lower())
     if fmt is None:
         raise DataError(f"{path}: unknown file format {path.suffix!r}; use one of {sorted(SUFFIXES)} or a folder")
+    return fmt
+
+
+def _url_format(source: DataSource) -> DataFormat:
+    """The file format of a URL from its suffix (folders and saved datasets are local only)."""
+    fmt = SUFFIXES.get(Path(source.path.split("?")[0]).suffix.lower())
+    if fmt is None:
+        raise DataError(f"{source.path}: unknown file format; a URL must end in one of {sorted(SUFFIXES)} "
+                        "(or set format:)")
     return fmt
 
 
@@ -92,22 +99,31 @@ def _read_folders(root: Path) -> pd.DataFrame:
 
 def read_raw(source: DataSource) -> pd.DataFrame:
     """Read a source into a DataFrame of its raw columns (strings)."""
-    path = resolve_path(source.path)
     fmt = source.format
-    if fmt is not DataFormat.hf and not path.exists():
-        if fmt is DataFormat.auto and not source.path.startswith(("/", ".", "pkg:")) and "/" in source.path:
-            fmt = DataFormat.hf  # looks like a hub name
-        else:
-            raise DataError(f"data file {path} does not exist")
-    if fmt is DataFormat.auto:
-        fmt = _detect_format(path)
+    try:
+        where = locate(source.path)
+    except SourceError as err:
+        raise DataError(str(err)) from None
+    if where.where is Where.url:
+        path: Path | str = source.path  # pandas and fsspec read URLs themselves
+        fmt = _url_format(source) if fmt is DataFormat.auto else fmt
+    else:
+        path = resolve_path(source.path)
+        if fmt is not DataFormat.hf and not path.exists():
+            hub_name = where.where is Where.hub and "/" in source.path and path.suffix.lower() not in SUFFIXES
+            if fmt is DataFormat.auto and hub_name:
+                fmt = DataFormat.hf
+            else:
+                raise DataError(f"data file {path} does not exist")
+        if fmt is DataFormat.auto:
+            fmt = _detect_format(path)
     try:
         if fmt in (DataFormat.csv, DataFormat.tsv):
             frame = pd.read_csv(path, sep="," if fmt is DataFormat.csv else "\t", dtype=str,
                                 keep_default_na=False, na_values=[""], encoding="utf-8",
                                 quoting=3 if fmt is DataFormat.tsv else 0, nrows=source.limit)
         elif fmt is DataFormat.jsonl:
-            with open(path, encoding="utf-8") as handle:
+            with fsspec.open(str(path), "rt", encoding="utf-8") as handle:
                 rows = [json.loads(line) for line in handle if line.strip()]
             frame = pd.DataFrame(rows, dtype=object)
         elif fmt is DataFormat.parquet:

@@ -11,16 +11,22 @@ from pet_core.artifacts import read_json, sha256_path, stable_hash
 from pet_core.config import ModelConfig
 from pet_core.data import DataSource, resolve_path
 from pet_core.kinds.registry import DEFAULT_KIND, TRAIN_RECORD
+from pet_core.sources import Where, locate, url_fingerprint
 from pet_core.spec import TaskSpec
 from pet_core.store import Ref
 
 
 def source_hash(source: DataSource | None) -> str | None:
-    """Content hash of a local data source (file or folder), or its name for a hub dataset."""
+    """Content hash of a local data source (file or folder); for a URL, the URL with what its filesystem says
+    identifies the object's content (ETag/md5, size, mtime); for a hub dataset, its name."""
     if source is None:
         return None
-    path = resolve_path(source.path)
-    digest = sha256_path(path) if path.exists() else source.path
+    where = locate(source.path)
+    if where.where is Where.url:
+        digest = stable_hash({"url": source.path, **url_fingerprint(source.path)})
+    else:
+        path = resolve_path(source.path)
+        digest = sha256_path(path) if path.exists() else source.path
     return stable_hash({"content": digest, "format": source.format.value, "split": source.split,
                         "limit": source.limit})
 

@@ -14,6 +14,7 @@ from pet_core.config import (
 )
 from pet_core.data import DataSource
 from pet_core.kinds.registry import DEFAULT_KIND, KindConfig, get_kind
+from pet_core.sources import SourceError, locate
 from pet_core.spec import TaskSpec, load_yaml_mapping
 
 
@@ -183,12 +184,12 @@ class RunConfig(StageConfig):
 
 
 def _local(value: str, base: Path) -> str:
-    if value.startswith(("pkg:", "/", "~")) or "://" in value:
-        return value
-    candidate = base / value
-    if value.startswith(".") or candidate.exists():
-        return str(candidate.resolve())
-    return value  # a hub name
+    """A path written relative to the config's folder made absolute; anything else as written."""
+    try:
+        where = locate(value, base)
+    except SourceError:
+        return value  # a missing package: validation names it
+    return str(where.path.resolve()) if where.relative else value
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
