@@ -15,6 +15,7 @@ from pet_core.run_config import RunConfig
 from tasks.common import RefDict, StageResult
 from tasks.evaluate import ensemble_accuracy
 from tasks.report import report_generation
+from tasks.results import GenerationResult, TrainedModel
 from tasks.score import score
 from tasks.train import train
 
@@ -41,7 +42,7 @@ def task_runner() -> TaskRunner:
 
 
 def train_and_score(config: RunConfig, data: dict[str, RefDict], jobs: list[ModelJob],
-                    train_sets: list[RefDict]) -> tuple[list[dict[str, Any]], list[StageResult]]:
+                    train_sets: list[RefDict]) -> tuple[list[TrainedModel], list[StageResult]]:
     """Train one model per job of the plan on its training set; score each on D and test.
 
     Returns the models in job order (the order of every logits list downstream) and all stage results.
@@ -63,33 +64,34 @@ def train_and_score(config: RunConfig, data: dict[str, RefDict], jobs: list[Mode
     for i in range(len(jobs)):
         scored = {split: f.result() for split, f in scorings[i].items()}
         info, job = trained[i]["info"], jobs[i]
-        models.append({"model_id": info["model_id"], "kind": job.kind.kind, "pattern": job.pattern, "seed": job.seed,
-                       "generation": job.generation,
-                       **{k: info[k] for k in ("n_labeled", "pre_train_accuracy", "post_train_accuracy")},
-                       "model": trained[i]["outputs"]["model"], "cached": trained[i]["cached"],
-                       "unlabeled_logits": scored["D"]["outputs"]["logits"],
-                       "test_logits": scored["test"]["outputs"]["logits"] if "test" in scored else None})
+        models.append(TrainedModel(
+            model_id=info["model_id"], kind=job.kind.kind, pattern=job.pattern, seed=job.seed,
+            generation=job.generation, n_labeled=info["n_labeled"], pre_train_accuracy=info["pre_train_accuracy"],
+            post_train_accuracy=info["post_train_accuracy"], model=trained[i]["outputs"]["model"],
+            cached=trained[i]["cached"], unlabeled_logits=scored["D"]["outputs"]["logits"],
+            test_logits=scored["test"]["outputs"]["logits"] if "test" in scored else None))
         results += [trained[i], *scored.values()]
     return models, results
 
 
-def finish_generation(config: RunConfig, data: dict[str, RefDict], generation: int, models: list[dict[str, Any]],
-                      results: list[StageResult], sets: StageResult | None = None) -> dict[str, Any]:
+def finish_generation(config: RunConfig, data: dict[str, RefDict], generation: int, models: list[TrainedModel],
+                      results: list[StageResult], sets: StageResult | None = None) -> GenerationResult:
     """Test accuracy of the generation's models and ensemble (if there is a test set) and its UI table."""
     test = None
     if "test" in data:
-        test = ensemble_accuracy.submit(config.task_spec(), config.ensemble, [m["test_logits"] for m in models],
-                                        [m["pre_train_accuracy"] for m in models], data["test"], generation).result()
-    report_generation.submit(config.name, generation, models, test, sets).result()
-    return {"generation": generation, "models": models, "test": test, "sets": sets, "stages": results}
+        test = ensemble_accuracy.submit(config.task_spec(), config.ensemble, [m.test_logits for m in models],
+                                        [m.pre_train_accuracy for m in models], data["test"], generation).result()
+    result = GenerationResult(generation=generation, models=models, test=test, sets=sets, stages=results)
+    report_generation.submit(config.name, result).result()
+    return result
 
 
 @flow(name="pet", task_runner=ThreadPoolTaskRunner(max_workers=1))
-def pet_flow(config: RunConfig, data: dict[str, RefDict]) -> dict[str, Any]:
+def pet_flow(config: RunConfig, data: dict[str, RefDict]) -> GenerationResult:
     """Generation 0: every pattern × seed model trained on T, scored on D (and test).
 
     ``data`` holds the refs of ``labeled``, ``unlabeled`` and optionally ``test`` from the prepare stage.
-    Returns {generation, models, test, sets, stages}; ``models`` in (pattern, seed) order.
+    Returns the generation's result; its ``models`` in (pattern, seed) order.
     """
     jobs = generation_jobs(config, 0)
     models, results = train_and_score(config, data, jobs, [data["labeled"]] * len(jobs))

@@ -24,6 +24,7 @@ from tasks.evaluate import ensemble_accuracy, evaluate
 from tasks.merge import merge
 from tasks.prepare import prepare
 from tasks.report import report_data, write_run
+from tasks.results import GenerationResult
 from tasks.score import score
 from tasks.supervised import supervised
 from tasks.validate import load_config, validate
@@ -59,10 +60,10 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None, checked:
         generations += ipet_flow.with_options(task_runner=task_runner())(config, data, generations[0],
                                                                          prepared["info"]["labeled"]["rows"])
     for generation in generations:
-        stages += generation["stages"]
-    last = generations[-1]["models"]
-    merged = merge.submit(store, spec, config.ensemble, [m["unlabeled_logits"] for m in last],
-                          [m["pre_train_accuracy"] for m in last], generations[-1]["generation"]).result()
+        stages += generation.stages
+    last = generations[-1].models
+    merged = merge.submit(store, spec, config.ensemble, [m.unlabeled_logits for m in last],
+                          [m.pre_train_accuracy for m in last], generations[-1].generation).result()
     distilled = distill.submit(store, spec, config.model, config.distill, data["unlabeled"],
                                merged["outputs"]["soft_labels"], data["labeled"], config.data.seed).result()
     stages += [merged, distilled]
@@ -77,26 +78,26 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None, checked:
                             started, compared).result()
 
 
-def compare(config: RunConfig, data: dict[str, RefDict], last: dict[str, Any], distilled: StageResult,
+def compare(config: RunConfig, data: dict[str, RefDict], last: GenerationResult, distilled: StageResult,
             evaluation: StageResult | None) -> tuple[dict[str, Any], list[StageResult]]:
     """Supervised baseline, ensemble and final classifier on T (and test): ``pet_core.metrics.comparison``.
 
     One task at a time: this flow's runner is a thread pool, and loading Hugging Face models from several
     threads at once is not thread-safe (see flows.pet.task_runner).
     """
-    spec, store, models = config.task_spec(), config.store, last["models"]
-    splits = comparison_splits(bool(data_rows(data["labeled"])), last["test"] is not None)
+    spec, store, models = config.task_spec(), config.store, last.models
+    splits = comparison_splits(bool(data_rows(data["labeled"])), last.test is not None)
     accuracy: dict[str, dict[str, float | None]] = {}
     results: list[StageResult] = []
     if "T" in splits:
-        results = [score.submit(store, spec, config.model, config.score, m["model"], data["labeled"], m["model_id"],
+        results = [score.submit(store, spec, config.model, config.score, m.model, data["labeled"], m.model_id,
                                 "T").result() for m in models]
         ensemble_t = ensemble_accuracy.submit(spec, config.ensemble, [r["outputs"]["logits"] for r in results],
-                                              [m["pre_train_accuracy"] for m in models], data["labeled"],
-                                              last["generation"]).result()
+                                              [m.pre_train_accuracy for m in models], data["labeled"],
+                                              last.generation).result()
         accuracy["T"] = {"ensemble": ensemble_t["ensemble"]["accuracy"]}
     if "test" in splits:
-        accuracy["test"] = {"ensemble": last["test"]["ensemble"]["accuracy"]}
+        accuracy["test"] = {"ensemble": last.test["ensemble"]["accuracy"]}
         if evaluation is not None:
             accuracy["test"]["final"] = evaluation["info"]["accuracy"]
     jobs = comparison_evaluations(config, splits)

@@ -22,6 +22,7 @@ from pet_core.metrics import comparison_markdown, confusion_markdown
 from pet_core.run_config import RunConfig
 from pet_core.store import code_version
 from tasks.common import StageResult, logger, slug
+from tasks.results import GenerationResult
 
 
 def _fmt(value: Any) -> str:
@@ -60,14 +61,13 @@ def report_data(run: str, prepared: StageResult) -> None:
         _link(run, f"{name}-parquet", ref["path"], f"{name}.parquet ({ref['sha256'][:12]})")
 
 
-def generation_rows(generation: dict[str, Any]) -> list[dict[str, Any]]:
+def generation_rows(generation: GenerationResult) -> list[dict[str, Any]]:
     """One row per model (accuracy on its training set before/after training, on test) plus the ensemble."""
-    test = generation.get("test") or {}
-    rows = [{"model": m["model_id"], "kind": m.get("kind", "cloze"), "pattern": m["pattern"], "seed": m["seed"],
-             "train rows": m["n_labeled"],
-             "acc train before": m["pre_train_accuracy"], "acc train after": m["post_train_accuracy"],
-             "acc test": (test.get("models") or {}).get(m["model_id"]), "cached": m["cached"]}
-            for m in generation["models"]]
+    test = generation.test or {}
+    rows = [{"model": m.model_id, "kind": m.kind, "pattern": m.pattern, "seed": m.seed, "train rows": m.n_labeled,
+             "acc train before": m.pre_train_accuracy, "acc train after": m.post_train_accuracy,
+             "acc test": (test.get("models") or {}).get(m.model_id), "cached": m.cached}
+            for m in generation.models]
     if test:
         rows.append({"model": "ensemble", "kind": None, "pattern": None, "seed": None, "train rows": None,
                      "acc train before": None, "acc train after": None,
@@ -82,34 +82,32 @@ def set_rows(sets: StageResult) -> list[dict[str, Any]]:
             for i, s in enumerate(sets["info"]["sets"])]
 
 
-@task(name="report-generation", cache_policy=NO_CACHE, task_run_name="report-g{generation}")
-def report_generation(run: str, generation: int, models: list[dict[str, Any]], test: dict[str, Any] | None,
-                      sets: StageResult | None) -> None:
+@task(name="report-generation", cache_policy=NO_CACHE, task_run_name="report-g{result.generation}")
+def report_generation(run: str, result: GenerationResult) -> None:
     """Per-model table of one generation (and, for iPET, its training sets' sizes and labels)."""
-    rows = generation_rows({"models": models, "test": test})
-    create_table_artifact(key=f"{slug(run)}-g{generation}-models", table=rows,
+    generation = result.generation
+    create_table_artifact(key=f"{slug(run)}-g{generation}-models", table=generation_rows(result),
                           description=f"{run}: generation {generation} models (accuracy on train set and test)")
-    if sets is not None:
-        create_table_artifact(key=f"{slug(run)}-g{generation}-sets", table=set_rows(sets),
+    if result.sets is not None:
+        create_table_artifact(key=f"{slug(run)}-g{generation}-sets", table=set_rows(result.sets),
                               description=f"{run}: iPET generation {generation} training sets")
 
 
-def build_metrics(config: RunConfig, digest: str, prepared: StageResult, generations: list[dict[str, Any]],
+def build_metrics(config: RunConfig, digest: str, prepared: StageResult, generations: list[GenerationResult],
                   merged: StageResult, distilled: StageResult, evaluation: StageResult | None,
                   compared: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything measured, without timings (two runs of the same work give equal files)."""
     return {
         "name": config.name, "digest": digest,
         "data": prepared["info"],
-        "generations": [{"generation": g["generation"],
-                         "models": {m["model_id"]: {k: m[k] for k in ("pattern", "seed", "n_labeled",
-                                                                     "pre_train_accuracy", "post_train_accuracy")}
-                                    | {"kind": m.get("kind", "cloze")}
-                                    | {"test_accuracy": ((g["test"] or {}).get("models") or {}).get(m["model_id"])}
-                                    for m in g["models"]},
-                         "ensemble_test": ({k: g["test"]["ensemble"][k] for k in ("accuracy", "macro_f1")}
-                                           if g["test"] else None),
-                         "sets": g["sets"]["info"]["sets"] if g["sets"] else None} for g in generations],
+        "generations": [{"generation": g.generation,
+                         "models": {m.model_id: m.model_dump(include={"pattern", "seed", "n_labeled", "kind",
+                                                                      "pre_train_accuracy", "post_train_accuracy"})
+                                    | {"test_accuracy": ((g.test or {}).get("models") or {}).get(m.model_id)}
+                                    for m in g.models},
+                         "ensemble_test": ({k: g.test["ensemble"][k] for k in ("accuracy", "macro_f1")}
+                                           if g.test else None),
+                         "sets": g.sets["info"]["sets"] if g.sets else None} for g in generations],
         "soft_labels": {k: merged["info"].get(k) for k in ("rows", "predicted")},
         "distill": {k: distilled["info"].get(k) for k in ("steps", "n_train", "final_loss", "agreement")},
         "test": evaluation["info"] if evaluation else None,
@@ -150,7 +148,7 @@ def _symlink(target: str, link: Path) -> None:
 
 @task(name="write-run", cache_policy=NO_CACHE)
 def write_run(config: RunConfig, digest: str, stages: list[StageResult], prepared: StageResult,
-              generations: list[dict[str, Any]], merged: StageResult, distilled: StageResult,
+              generations: list[GenerationResult], merged: StageResult, distilled: StageResult,
               evaluation: StageResult | None, started: float, compared: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the run directory and the summary artifacts; returns {run_dir, metrics}."""
     run_dir = Path(config.runs_dir).expanduser().resolve() / f"{config.name}-{digest}"
@@ -176,7 +174,7 @@ def write_run(config: RunConfig, digest: str, stages: list[StageResult], prepare
                    "built in (s)": s["wall_s"]} for s in stages]
     write_json(manifest, run_dir / "manifest.json")
     write_json(metrics, run_dir / "metrics.json")
-    generation_tables = [f"## Generation {g['generation']}\n\n{_table_md(generation_rows(g))}\n" for g in generations]
+    generation_tables = [f"## Generation {g.generation}\n\n{_table_md(generation_rows(g))}\n" for g in generations]
     report = "\n".join([summary, *generation_tables, "## Stages\n", _table_md(stage_rows), ""])
     with atomic_path(run_dir / "report.md") as tmp:
         tmp.write_text(report, encoding="utf-8")
