@@ -202,7 +202,23 @@ def load_examples(source: DataSource, spec: TaskSpec, labeled: bool = True) -> p
     return to_examples(read_raw(source), spec, origin=source.path, labeled=labeled)
 
 
-def _allocate(counts: dict[str, int], n: int) -> dict[str, int]:
+def _allocate(counts: dict[str, int], n: int, floor: int = 0) -> dict[str, int]:
+    """Split n over labels proportionally to counts (largest remainder), each capped by its count; then raise
+    every label to ``floor`` (or all it has), one example at a time from the label with the most."""
+    alloc = _proportional(counts, n)
+    for label in sorted(counts):
+        while alloc[label] < min(floor, counts[label]):
+            donors = [k for k in alloc if alloc[k] > min(floor, counts[k])]
+            if not donors:
+                need = sum(min(floor, c) for c in counts.values())
+                raise DataError(f"min_per_label={floor} over {len(counts)} labels needs {need} examples but "
+                                f"n_labeled={n}; raise n_labeled or lower min_per_label")
+            alloc[max(donors, key=lambda k: (alloc[k], k))] -= 1
+            alloc[label] += 1
+    return alloc
+
+
+def _proportional(counts: dict[str, int], n: int) -> dict[str, int]:
     """Split n over labels proportionally to counts (largest remainder), each capped by its count."""
     total = sum(counts.values())
     quotas = {k: n * c / total for k, c in counts.items()}
@@ -228,8 +244,10 @@ def sample_split(
     seed: int,
     per_label: bool = False,
     hide_labels: bool = True,
+    min_per_label: int = 0,
 ) -> tuple[pa.Table, pa.Table]:
-    """Draw labelled T (stratified: n total keeping ratios, or n per label) and disjoint unlabelled D.
+    """Draw labelled T (stratified: n total keeping ratios, at least ``min_per_label`` of each label; or n per
+    label) and disjoint unlabelled D.
 
     D's labels are removed unless ``hide_labels=False``. Raises DataError when the pool cannot
     supply the request.
@@ -250,7 +268,7 @@ def sample_split(
     else:
         if n_labeled > len(pool):
             raise DataError(f"n_labeled={n_labeled} is larger than the pool ({len(pool)} rows)")
-        want = _allocate(counts, n_labeled)
+        want = _allocate(counts, n_labeled, min_per_label)
     chosen: list[int] = []
     for label in sorted(by_label):
         idx = np.array(by_label[label])
@@ -279,7 +297,8 @@ def hold_out(pool: pa.Table, data: DataConfig) -> tuple[pa.Table | None, pa.Tabl
 
 def draw(pool: pa.Table, data: DataConfig) -> tuple[pa.Table, pa.Table]:
     """The run's T and D from what ``hold_out`` left of the pool (the one place the draw is written)."""
-    return sample_split(pool, data.n_labeled, data.n_unlabeled, data.seed, data.per_label)
+    return sample_split(pool, data.n_labeled, data.n_unlabeled, data.seed, data.per_label,
+                        min_per_label=data.min_per_label)
 
 
 def label_counts(table: pa.Table) -> dict[str, int]:

@@ -29,7 +29,9 @@ class DataConfig(StageConfig):
     test: DataSource | None = Field(default=None, description="Labelled test set, never used for training.")
     unlabeled: DataSource | None = Field(default=None, description="Extra unlabelled text added to D.")
     n_labeled: int = Field(default=10, ge=0, description="|T|: total (stratified) or per label.")
-    per_label: bool = False
+    per_label: bool = Field(default=False, description="n_labeled is per label, not in total.")
+    min_per_label: int = Field(default=0, ge=0, description="With a total n_labeled: at least this many examples "
+                               "of every label (all it has, if fewer), the rest stratified; 0 = plain stratified.")
     n_unlabeled: int | None = Field(default=None, ge=0, description="|D| drawn from the pool; None = the rest.")
     n_test: int | None = Field(default=None, ge=1, description="Use only the first n test rows.")
     holdout: int | None = Field(default=None, ge=1, description="Without a test source: hold out this many "
@@ -39,6 +41,9 @@ class DataConfig(StageConfig):
 
     @model_validator(mode="after")
     def _check_test(self) -> Self:
+        if self.per_label and self.min_per_label:
+            raise ValueError("data.min_per_label applies to a total n_labeled; with per_label: true every label "
+                             "already gets n_labeled examples: remove one of them")
         if self.test is not None and self.holdout is not None:
             raise ValueError("data.holdout is only for runs without data.test; set one of them")
         return self

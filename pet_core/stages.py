@@ -57,6 +57,8 @@ def prepare(store: ArtifactStore, spec: TaskSpec, data: Any) -> StageRecord:
         return outputs, info
 
     key_config = data.to_dict()
+    if not key_config.get("min_per_label"):
+        key_config.pop("min_per_label", None)  # draws without it keep the keys they had before it existed
     for role in ("pool", "test", "unlabeled"):  # sources enter the key by content (inputs), not by path
         if key_config.get(role):
             key_config[role].pop("path")

@@ -190,7 +190,7 @@ def validate(config: RunConfig, check_backbone: bool = True) -> ValidationReport
             missing = [n for n in spec.label_names if n not in seen]
             if missing and config.data.n_labeled > 0:
                 report.warnings.append(f"T has no example of {missing} (n_labeled={config.data.n_labeled}); "
-                                       "raise n_labeled or use per_label: true")
+                                       "set data.min_per_label: 1, raise n_labeled or use per_label: true")
             report.facts["labeled"], report.facts["unlabeled"] = labeled.num_rows, unlabeled.num_rows
             if unlabeled.num_rows == 0 and config.data.unlabeled is None:
                 report.errors.append("data: D is empty (n_unlabeled=0 or the pool is used up by T): the final "

@@ -311,6 +311,29 @@ def test_sample_split_per_label():
         sample_split(pool, 11, None, seed=1, per_label=True)
 
 
+def test_min_per_label_gives_a_rare_label_its_example_within_the_total():
+    pool = make_pool({"a": 60, "b": 39, "c": 1})  # shares 6, 3.9, 0.1 of a T of 10
+    assert label_counts(sample_split(pool, 10, None, seed=0)[0]) == {"a": 6, "b": 4}
+    t, d = sample_split(pool, 10, 20, seed=0, min_per_label=1)
+    assert label_counts(t) == {"a": 5, "b": 4, "c": 1} and t.num_rows == 10 and d.num_rows == 20
+    skewed = make_pool({"a": 80, "b": 19, "c": 1})  # shares 8, 1.9, 0.1: stratified gives a 8, b 2
+    assert label_counts(sample_split(skewed, 10, None, seed=0, min_per_label=3)[0]) == {"a": 6, "b": 3, "c": 1}
+    with pytest.raises(DataError, match=r"min_per_label=4 over 3 labels needs 9 examples but n_labeled=8"):
+        sample_split(pool, 8, None, seed=0, min_per_label=4)
+
+
+@settings(max_examples=40, deadline=None)
+@given(counts=st.lists(st.integers(1, 40), min_size=2, max_size=5), floor=st.integers(0, 3),
+       extra=st.integers(0, 20), seed=st.integers(0, 2**31 - 1))
+def test_min_per_label_keeps_the_total_and_the_floor(counts, floor, extra, seed):
+    names = [f"l{i}" for i in range(len(counts))]
+    pool = make_pool(dict(zip(names, counts, strict=True)))
+    n = min(pool.num_rows, sum(min(floor, c) for c in counts) + extra)
+    got = Counter(sample_split(pool, n, None, seed=seed, min_per_label=floor)[0].column("label").to_pylist())
+    assert sum(got.values()) == n
+    assert all(got[name] >= min(floor, count) for name, count in zip(names, counts, strict=True))
+
+
 def test_sample_split_errors():
     pool = make_pool({"a": 6, "b": 4})
     with pytest.raises(DataError, match="larger than the pool"):

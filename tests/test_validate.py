@@ -130,7 +130,17 @@ def test_t_missing_a_label_is_a_warning(make):
     report = validate(make(data={"n_labeled": 2}))
     assert report.ok
     (warning,) = [w for w in report.warnings if "T has no example of" in w]
-    assert "n_labeled=2" in warning and "per_label" in warning
+    assert "n_labeled=2" in warning and "per_label" in warning and "min_per_label: 1" in warning
+
+
+def test_min_per_label_draws_every_label_within_the_total(make):
+    report = validate(make(data={"n_labeled": 3, "min_per_label": 1}))
+    assert report.ok and not [w for w in report.warnings if "T has no example of" in w], report.warnings
+    assert report.facts["labeled"] == 3
+    refused = validate(make(data={"n_labeled": 2, "min_per_label": 1}))
+    assert any("min_per_label=1 over 3 labels needs 3 examples but n_labeled=2" in e for e in refused.errors)
+    with pytest.raises(ValueError, match="data.min_per_label applies to a total n_labeled"):
+        make(data={"n_labeled": 2, "min_per_label": 1, "per_label": True})
 
 
 def test_long_texts_are_counted_not_errors(make):
