@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pet_core.data import DataError, DataSource, draw, hold_out, load_examples, resolve_path
+from pet_core.data import DataError, DataSource, draw, hold_out, label_counts, load_examples, resolve_path
 from pet_core.run_config import RunConfig
 
 
@@ -192,6 +192,7 @@ def validate(config: RunConfig, check_backbone: bool = True) -> ValidationReport
                 report.warnings.append(f"T has no example of {missing} (n_labeled={config.data.n_labeled}); "
                                        "set data.min_per_label: 1, raise n_labeled or use per_label: true")
             report.facts["labeled"], report.facts["unlabeled"] = labeled.num_rows, unlabeled.num_rows
+            report.facts["T labels"] = label_counts(labeled) or "none (zero-shot)"
             if unlabeled.num_rows == 0 and config.data.unlabeled is None:
                 report.errors.append("data: D is empty (n_unlabeled=0 or the pool is used up by T): the final "
                                      "classifier is distilled from D; give n_unlabeled > 0 or data.unlabeled")
@@ -224,6 +225,7 @@ def _check_patterns(config: RunConfig, spec: Any, tokenizer: Any, pool: Any, rep
         report.warnings.extend(f"pattern {pattern}: {note}" for note in found.notes)
         report.facts.setdefault("kinds", {})[f"pattern {pattern}"] = (
             f"{kind.kind} ({human_count(found.trainable)} trainable parameters)")
+        report.facts.setdefault("word tokens", {}).update({w: " ".join(t) for w, t in found.words.items()})
         if found.truncated:
             report.warnings.append(f"pattern {pattern}: {found.truncated} of {found.sampled} sampled texts exceed "
                                    f"max_seq_length={config.model.max_seq_length} and will be truncated")

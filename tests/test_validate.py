@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from transformers import AutoTokenizer
 import yaml
 
 from pet_core.validate import ValidationError, ValidationReport, validate
@@ -36,6 +37,12 @@ def test_good_config_passes(make, tiny_mlm_dir):
     assert report.facts["labeled"] == 6 and report.facts["unlabeled"] == 15
     assert report.facts["backbone"] == {"name": str(tiny_mlm_dir), "model_type": "bert"}
     assert report.raise_for_errors() is report
+    assert sum(report.facts["T labels"].values()) == 6 and set(report.facts["T labels"]) <= {"World", "Sports",
+                                                                                          "Business"}
+    tokenizer = AutoTokenizer.from_pretrained(tiny_mlm_dir)
+    assert report.facts["word tokens"] == {
+        w: " ".join(tokenizer.convert_ids_to_tokens(tokenizer(" " + w, add_special_tokens=False)["input_ids"]))
+        for w in ("World", "Sports", "Business")}
 
 
 def test_raise_for_errors_carries_the_report(make, tmp_path):

@@ -38,6 +38,7 @@ class PatternCheck:
     truncated: int
     notes: list[str] = field(default_factory=list)
     trainable: int | None = None  # parameters that will train (None: unknown without weights)
+    words: dict[str, list[str]] = field(default_factory=dict)  # verbalizer word -> the tokens it became
 
 
 def label_indices(table: pa.Table, spec: TaskSpec) -> np.ndarray:

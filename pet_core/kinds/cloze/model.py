@@ -85,8 +85,11 @@ class ClozeModel(PatternModel):
         pvp = cls._pvp(spec, pattern, tokenizer, model_config, kind_config)
         encoded = pvp.encode_texts(a, b) if a else []
         shape = backbone_shape(model_config)
+        verbalizer = pvp.verbalizer
+        words = {word: tokenizer.convert_ids_to_tokens(ids) for label in verbalizer.label_names
+                 for word, ids in zip(verbalizer.words[label], verbalizer.token_ids[label], strict=True)}
         return PatternCheck(len(encoded), sum(1 for e in encoded if e.truncated),
-                            trainable=None if shape is None else cls._trainable(pvp, kind_config, shape))
+                            trainable=None if shape is None else cls._trainable(pvp, kind_config, shape), words=words)
 
     @classmethod
     def _trainable(cls, pvp: PVP, kind_config: KindConfig, shape: BackboneShape) -> int | None:
