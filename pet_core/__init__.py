@@ -24,7 +24,7 @@ _EXPORTS = {
     "DistillConfig": "pet_core.config",
     "AdaptConfig": "pet_core.config",
     "load_examples": "pet_core.data",
-    "sample_split": "pet_core.data",
+    "sample_split": "pet_core.sampling",
     "train_pvp": "pet_core.training",
     "load_pattern_model": "pet_core.kinds.base",
     "register_kind": "pet_core.kinds.registry",

@@ -18,7 +18,8 @@ from pet_core.callbacks import Callback
 from pet_core.config import (
     AdaptConfig, DistillConfig, EnsembleConfig, IpetConfig, ModelConfig, Reduction, ScoreConfig, TrainConfig,
 )
-from pet_core.data import describe, draw, hold_out, load_examples
+from pet_core.data import load_examples
+from pet_core.sampling import describe, draw, hold_out
 from pet_core.ensemble import ensemble_metrics
 from pet_core.ensemble import merge as merge_logits_files
 from pet_core.kinds.registry import DEFAULT_KIND, KindConfig, get_kind

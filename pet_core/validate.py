@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pet_core.data import DataError, DataSource, draw, hold_out, label_counts, load_examples, resolve_path
+from pet_core.data import DataError, DataSource, load_examples, resolve_path
+from pet_core.sampling import draw, hold_out, label_counts
 from pet_core.run_config import RunConfig
 
 

@@ -14,10 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pet_core.artifacts import EXAMPLES_SCHEMA
-from pet_core.data import (
-    DataError, DataFormat, DataSource, describe, label_counts, load_examples, read_raw, resolve_path,
-    sample_split, to_examples,
-)
+from pet_core.data import DataError, DataFormat, DataSource, load_examples, read_raw, resolve_path, to_examples
+from pet_core.sampling import describe, label_counts, sample_split
 from pet_core.spec import TaskSpec
 
 from _petcore_support import NEGATIVE, POSITIVE, SENTIMENT_SPEC, topic_frame

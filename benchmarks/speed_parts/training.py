@@ -37,7 +37,7 @@ class StepTimer:
 
 
 def train_tables(args: argparse.Namespace, n_unlabeled: int = 400) -> tuple[TaskSpec, pa.Table, pa.Table]:
-    from pet_core.data import sample_split
+    from pet_core.sampling import sample_split
 
     spec, pool = ag_news(args)
     labeled, unlabeled = sample_split(pool, 10, n_unlabeled, 1)
