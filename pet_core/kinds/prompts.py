@@ -78,6 +78,17 @@ class PrefixEncoder(nn.Module):
             return self.transform(self.embedding.weight).view(self.shape).permute(1, 2, 3, 0, 4)
 
 
+def init_token_ids(tokenizer: Any, n: int, text: str | None, limit: int) -> list[int]:
+    """``n`` token ids to start a learned prompt from: ``text``'s tokens cycled to ``n``, or (without text, or
+    when it tokenizes to nothing) random non-special ids below ``limit`` drawn from torch's seeded generator."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+    if ids:
+        return [ids[i % len(ids)] for i in range(n)]
+    special = set(tokenizer.all_special_ids)
+    candidates = torch.tensor([i for i in range(min(limit, 30000)) if i not in special])
+    return candidates[torch.randint(len(candidates), (n,))].tolist()
+
+
 def trainable_parameters(module: nn.Module) -> int:
     """Number of parameters that train."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -21,7 +21,7 @@ from pet_core.keys import backbone_fingerprint
 from pet_core.kinds.footprint import BackboneShape, count_on_meta
 from pet_core.kinds.learned import LearnedPromptModel
 from pet_core.kinds.prefix_tuning.config import PrefixTuningConfig
-from pet_core.kinds.prompts import PrefixEncoder, load_adapter
+from pet_core.kinds.prompts import PrefixEncoder, init_token_ids, load_adapter
 from pet_core.kinds.registry import KindConfig
 from pet_core.modeling import Batch, MaskedLM
 from pet_core.optim import ParamGroup
@@ -51,15 +51,8 @@ class PrefixTuningModel(LearnedPromptModel):
     @torch.no_grad()
     def _init_prefix(self) -> torch.Tensor:
         """The LM's own keys and values of ``init_text`` (or of random vocabulary tokens): (n, layers, 2, ...)."""
-        n, tokenizer = self.settings.n_tokens, self.mlm.tokenizer
-        ids = tokenizer(self.settings.init_text, add_special_tokens=False)["input_ids"] \
-            if self.settings.init_text else []
-        if ids:
-            ids = [ids[i % len(ids)] for i in range(n)]
-        else:
-            special = set(tokenizer.all_special_ids)
-            candidates = torch.tensor([i for i in range(min(len(tokenizer), 30000)) if i not in special])
-            ids = candidates[torch.randint(len(candidates), (n,))].tolist()
+        tokenizer = self.mlm.tokenizer
+        ids = init_token_ids(tokenizer, self.settings.n_tokens, self.settings.init_text, len(tokenizer))
         cache = DynamicCache(config=self.mlm.model.config)
         self.mlm.model.base_model(input_ids=torch.tensor([ids], device=self.mlm.device), cache=cache, use_cache=True)
         kv = torch.stack([torch.stack([layer.keys[0], layer.values[0]]) for layer in cache.layers])  # (L,2,h,n,d)

@@ -19,12 +19,12 @@ from pet_core.config import ModelConfig
 from pet_core.keys import backbone_fingerprint
 from pet_core.kinds.footprint import BackboneShape, count_on_meta
 from pet_core.kinds.learned import LearnedPromptModel
-from pet_core.kinds.prompts import SoftPromptEncoder, load_adapter
+from pet_core.kinds.prompts import SoftPromptEncoder, init_token_ids, load_adapter
 from pet_core.kinds.ptuning.config import SoftTokens
 from pet_core.kinds.registry import KindConfig
 from pet_core.modeling import Batch, MaskedLM
 from pet_core.optim import ParamGroup
-from pet_core.pvp import PVP, Encoded
+from pet_core.pvp import PVP, Encoded, parse_template
 from pet_core.spec import TaskSpec
 
 
@@ -48,7 +48,7 @@ class SoftTokenModel(LearnedPromptModel):
     def _pvp(cls, spec: TaskSpec, pattern: int, tokenizer: Any, model_config: ModelConfig,
              kind_config: KindConfig) -> PVP:
         """The pattern with the kind's prepended soft tokens beside the template's own ``{soft}`` slots."""
-        slots = PVP(spec, pattern, tokenizer, model_config.max_seq_length).n_soft
+        slots = sum(part.count for part in parse_template(spec.patterns[pattern].template) if part.kind == "soft")
         return PVP(spec, pattern, tokenizer, model_config.max_seq_length,
                    prepend=_soft_tokens(kind_config, slots).prepend)
 
@@ -64,17 +64,10 @@ class SoftTokenModel(LearnedPromptModel):
     def _init_vectors(self, embeddings: nn.Module) -> torch.Tensor | None:
         """Start values of the soft tokens: ``init_text``'s word embeddings, random vocabulary embeddings, or
         None (the encoder's own N(0, 1) init)."""
-        n = self.pvp.n_soft
-        if self.settings.init_text:
-            ids = self.mlm.tokenizer(self.settings.init_text, add_special_tokens=False)["input_ids"]
-            ids = torch.tensor([ids[i % len(ids)] for i in range(n)]) if ids else None
-        elif self.settings.vocab_init:
-            special = set(self.mlm.tokenizer.all_special_ids)
-            candidates = torch.tensor([i for i in range(min(embeddings.num_embeddings, 30000)) if i not in special])
-            ids = candidates[torch.randint(len(candidates), (n,))]
-        else:
+        if not (self.settings.init_text or self.settings.vocab_init):
             return None
-        return None if ids is None else embeddings.weight.detach()[ids.to(embeddings.weight.device)].clone()
+        ids = init_token_ids(self.mlm.tokenizer, self.pvp.n_soft, self.settings.init_text, embeddings.num_embeddings)
+        return embeddings.weight.detach()[torch.tensor(ids, device=embeddings.weight.device)].clone()
 
     # -- life cycle ---------------------------------------------------------------------------
     @classmethod
