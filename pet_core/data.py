@@ -137,6 +137,11 @@ def read_raw(source: DataSource) -> pd.DataFrame:
                     raise DataError(f"{source.path}: no split {split!r}; has {sorted(loaded)}")
                 loaded = loaded[split]
             frame = loaded.to_pandas()
+    except (OSError, ImportError) as err:
+        if where.where is not Where.url:
+            raise
+        raise DataError(f"{source.path}: cannot read it ({type(err).__name__}: {err}); check the URL, its "
+                        "credentials and that the filesystem's fsspec package is installed (e.g. s3fs)") from err
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); re-encode the file as UTF-8") from err
     except (pd.errors.ParserError, ValueError, json.JSONDecodeError) as err:

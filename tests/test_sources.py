@@ -48,6 +48,14 @@ def test_a_pool_behind_an_fsspec_url_is_read_and_keyed_by_its_content():
     fs.rm("/petflow-test", recursive=True)
 
 
+def test_an_unreadable_url_is_one_data_error_naming_it():
+    spec = TaskSpec.model_validate(SENTIMENT_SPEC)
+    with pytest.raises(DataError, match=r"^memory://petflow-none/x.csv: cannot read it \(FileNotFoundError"):
+        load_examples(DataSource(path="memory://petflow-none/x.csv"), spec)
+    with pytest.raises(DataError, match=r"^https://127.0.0.1:9/x.csv: cannot read it .*check the URL"):
+        load_examples(DataSource(path="https://127.0.0.1:9/x.csv"), spec)
+
+
 def test_urls_without_a_known_suffix_or_as_backbones_are_one_clear_error():
     with pytest.raises(DataError, match=r"memory://x/pool: unknown file format; a URL must end in one of"):
         load_examples(DataSource(path="memory://x/pool"), TaskSpec.model_validate(SENTIMENT_SPEC))
