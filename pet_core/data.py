@@ -11,12 +11,13 @@ from __future__ import annotations
 import enum
 import json
 import math
+from typing import Any
 from pathlib import Path
 
 import fsspec
 import pandas as pd
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pet_core.artifacts import EXAMPLES_SCHEMA
 from pet_core.sources import SourceError, Where, locate, package_path
@@ -51,6 +52,12 @@ class DataSource(BaseModel):
     format: DataFormat = DataFormat.auto
     split: str | None = Field(default=None, description="Split name for Hugging Face datasets.")
     limit: int | None = Field(default=None, ge=1, description="Read only the first rows.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_path(cls, value: Any) -> Any:
+        """A bare string is the path (``pool: data.csv`` in YAML, ``--set data.pool=data.csv``)."""
+        return {"path": value} if isinstance(value, str) else value
 
 
 def resolve_path(path: str) -> Path:

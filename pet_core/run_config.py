@@ -77,7 +77,9 @@ class PatternChoice(BaseModel):
 
 
 class RunConfig(StageConfig):
-    """A whole PET/iPET run. Relative paths are resolved against the YAML file's folder."""
+    """A whole PET/iPET run. Relative paths written in the YAML are resolved against its folder; ``--set`` paths
+    and the defaults of ``store`` / ``runs_dir`` (``.petflow/`` in the working directory) against the working
+    directory."""
 
     name: str = Field(default="petflow", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     task: str | TaskSpec = Field(description="Path to a task spec YAML, or the spec inline.")
@@ -211,6 +213,10 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
     model = raw.get("model")
     if isinstance(model, dict) and isinstance(model.get("backbone"), str):
         model["backbone"] = _local(model["backbone"], base)
+    for key in ("store", "runs_dir"):  # folders petflow writes: relative means under the config's folder
+        folder = raw.get(key)
+        if isinstance(folder, str) and "://" not in folder and not folder.startswith(("/", "~")):
+            raw[key] = str((base / folder).resolve())
 
 
 def _shown(value: Any) -> str:

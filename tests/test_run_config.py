@@ -60,6 +60,26 @@ def test_relative_paths_resolve_against_the_yaml_folder(project, tmp_path, monke
     assert config.task_spec().name == SENTIMENT_SPEC["name"]
 
 
+def test_store_and_runs_dir_written_in_the_yaml_resolve_against_its_folder(project, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    written = RunConfig.from_yaml(run_yaml(project, minimal(store="out/store", runs_dir="../runs")))
+    base = (project / "configs").resolve()
+    assert written.store == str(base / "out" / "store")
+    assert written.runs_dir == str(project.resolve() / "runs")
+    kept = RunConfig.from_yaml(run_yaml(project, minimal(store="/abs/store", runs_dir="s3://bucket/runs")))
+    assert (kept.store, kept.runs_dir) == ("/abs/store", "s3://bucket/runs")
+    default = RunConfig.from_yaml(run_yaml(project, minimal()))
+    assert default.store == ".petflow/store"  # not written: the working directory's .petflow/
+
+
+def test_set_accepts_the_short_forms_of_the_yaml(project):
+    config = RunConfig.from_yaml(run_yaml(project, minimal()))
+    updated = config.with_updates({"data.pool": "data/other.csv", "data.test": "data/test.csv"})
+    assert updated.data.pool.path == "data/other.csv"  # a --set path is relative to the working directory
+    assert updated.data.test.path == "data/test.csv"
+    assert config.with_updates({"data.pool.path": "p.csv"}).data.pool.path == "p.csv"
+
+
 def test_dot_relative_paths_resolve_even_before_the_file_exists(project):
     config = RunConfig.from_yaml(run_yaml(project, minimal(
         task="task.yaml", data={"pool": "./later/pool.csv"}, model={"backbone": "../models/mlm"})))
