@@ -53,6 +53,14 @@ class ModelConfig(StageConfig):
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
     precision: Precision = Precision.auto
     trust_remote_code: bool = Field(default=False, description="Only for backbones you trust.")
+    allow_pickle_weights: bool = Field(default=False, description="Load a backbone that has only pickled "
+                                       "PyTorch weights (.bin, read with torch.load, which can run code); by "
+                                       "default only safetensors load. Only for backbones you trust.")
+
+    def load_options(self) -> dict[str, Any]:
+        """Keyword arguments of every ``from_pretrained`` call on the backbone (tokenizers take the first)."""
+        return {"trust_remote_code": self.trust_remote_code,
+                "use_safetensors": None if self.allow_pickle_weights else True}
 
 
 class OptimConfig(StageConfig):

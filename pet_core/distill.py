@@ -50,7 +50,7 @@ class SequenceClassifier:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=model_config.trust_remote_code)
             self.model = AutoModelForSequenceClassification.from_pretrained(
-                name, trust_remote_code=model_config.trust_remote_code, dtype=torch.float32, **extra)
+                name, dtype=torch.float32, **model_config.load_options(), **extra)
         except (OSError, ValueError) as err:
             raise BackboneError(f"cannot load a sequence classifier from {name!r}: {err}") from err
         self.config = model_config

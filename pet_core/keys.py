@@ -53,6 +53,7 @@ def model_key(model: ModelConfig) -> dict[str, Any]:
     data = model.to_dict()
     data["backbone"] = backbone_fingerprint(model.backbone)
     data.pop("device")
+    data.pop("allow_pickle_weights")  # decides whether loading is allowed, not what is computed
     return data
 
 

@@ -130,8 +130,7 @@ class MaskedLM:
         try:
             tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=config.trust_remote_code)
             model, info = AutoModelForMaskedLM.from_pretrained(
-                name, output_loading_info=True, trust_remote_code=config.trust_remote_code, dtype=torch.float32
-            )
+                name, output_loading_info=True, dtype=torch.float32, **config.load_options())
         except (OSError, ValueError) as err:
             raise BackboneError(f"cannot load masked LM {name!r}: {err}") from err
         missing = [k for k in info.get("missing_keys", []) if not k.startswith(model.base_model_prefix + ".")]

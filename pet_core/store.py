@@ -51,6 +51,11 @@ class Ref:
         return self
 
 
+def record_host() -> str:
+    """The host name a record carries: only when ``PETFLOW_RECORD_HOST=1`` asks for it (records can be shared)."""
+    return platform.node() if os.environ.get("PETFLOW_RECORD_HOST", "") == "1" else ""
+
+
 @dataclass
 class StageRecord:
     """What a finished stage wrote: the record that makes its directory valid."""
@@ -62,7 +67,7 @@ class StageRecord:
     outputs: dict[str, Ref]
     code_version: str
     wall_s: float
-    host: str
+    host: str  # empty unless PETFLOW_RECORD_HOST=1
     info: dict[str, Any] = field(default_factory=dict)
     cached: bool = False
 
@@ -166,7 +171,7 @@ class ArtifactStore:
                     raise ArtifactError(f"stage {stage} did not write its output {name!r} ({rel})")
                 outputs[name] = Ref(str(final / rel), sha256_path(produced))
             record = StageRecord(stage, key, config, inputs, outputs, code_version(),
-                                 round(time.perf_counter() - started, 3), platform.node(), info)
+                                 round(time.perf_counter() - started, 3), record_host(), info)
             write_json(record.to_dict(entry=final), tmp / RECORD)
             publish_mode(tmp)
             self._commit(tmp, final, stage, key)

@@ -61,7 +61,7 @@ def _check_backbone(config: RunConfig, report: ValidationReport) -> Any:
         return None
     keys: set[str] | None = set()
     if Path(name).is_dir():
-        keys = _check_model_files(Path(name), report)
+        keys = _check_model_files(Path(name), report, config.model.allow_pickle_weights)
         if keys is None:
             return None
     try:
@@ -80,9 +80,10 @@ def _check_backbone(config: RunConfig, report: ValidationReport) -> Any:
     return tokenizer
 
 
-def _check_model_files(folder: Path, report: ValidationReport) -> set[str] | None:
-    """The tensor names of a local backbone's safetensors files; None (and an error) when files are missing
-    or a safetensors file is damaged (its header is read, not its tensors)."""
+def _check_model_files(folder: Path, report: ValidationReport, allow_pickle: bool = False) -> set[str] | None:
+    """The tensor names of a local backbone's safetensors files; None (and an error) when files are missing,
+    a safetensors file is damaged (its header is read, not its tensors) or only pickled weights are there and
+    ``model.allow_pickle_weights`` is off."""
     from safetensors import SafetensorError, safe_open
 
     names = sorted(p.name for p in folder.iterdir())
@@ -93,6 +94,11 @@ def _check_model_files(folder: Path, report: ValidationReport) -> set[str] | Non
         held = f"it holds only {', '.join(names)}" if names else "it is empty"
         report.errors.append(f"model.backbone {str(folder)!r}: cannot load a model from this folder: it lacks "
                              f"{' and '.join(missing)} ({held}); copy the whole model folder or re-download it")
+        return None
+    if not allow_pickle and not any(n.endswith(".safetensors") for n in names):
+        report.errors.append(f"model.backbone {str(folder)!r} has only pickled weights (.bin), which torch.load "
+                             "would run as code: convert them to safetensors, or set model.allow_pickle_weights: "
+                             "true if you trust where they came from")
         return None
     keys: set[str] = set()
     for file in sorted(folder.glob("*.safetensors")):

@@ -62,7 +62,7 @@ def test_cache_hit_returns_identical_record(tmp_path):
     assert all(not Path(o["path"]).is_absolute() for o in on_disk["outputs"].values()), "store is relocatable"
     assert on_disk["stage"] == "stage" and on_disk["key"] == first.key and on_disk["config"] == {"a": 1}
     assert on_disk["inputs"] == {"in": "abc"} and on_disk["code_version"] == code_version()
-    assert on_disk["wall_s"] >= 0 and on_disk["host"]
+    assert on_disk["wall_s"] >= 0 and on_disk["host"] == "", "no host name unless PETFLOW_RECORD_HOST=1"
     assert Path(first.out("data").path) == entry / "data.parquet"
     assert first.out("data").sha256 == sha256_path(entry / "data.parquet")
     assert first.out("model").sha256 == sha256_path(entry / "model")
@@ -369,3 +369,13 @@ def test_a_dead_writers_temp_directory_is_removed_by_the_next_writer(tmp_path):
     (stage_dir / ".0000000000000000.other.tmp").mkdir()  # another key's writer, maybe alive: untouched
     record = store.run("train", {"x": 2}, {}, _slow_build([], "next", 0.0))
     assert sorted(p.name for p in stage_dir.iterdir()) == [".0000000000000000.other.tmp", record.key]
+
+
+def test_records_name_the_host_only_when_asked(tmp_path, monkeypatch):
+    import platform
+
+    store = ArtifactStore(tmp_path)
+    build = Builder()
+    assert store.run("stage", {"a": 1}, {}, build).host == ""
+    monkeypatch.setenv("PETFLOW_RECORD_HOST", "1")
+    assert store.run("stage", {"a": 2}, {}, build).host == platform.node()

@@ -754,6 +754,24 @@ def test_validate_reports_a_truncated_safetensors_file(run_yaml, tiny_mlm_dir, t
                   "truncated", "re-download or re-copy it", work=tmp_path)
 
 
+def test_pickled_backbone_weights_load_only_when_allowed(run_yaml, tiny_mlm_dir, tmp_path):
+    from transformers import AutoModelForMaskedLM
+
+    from pet_core.keys import model_key
+
+    folder = tmp_path / "backbone"
+    shutil.copytree(tiny_mlm_dir, folder)
+    torch.save(AutoModelForMaskedLM.from_pretrained(folder).state_dict(), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    cli_error(["validate", run_yaml(model=tiny_model_dict(folder))], f"model.backbone '{folder}'",
+              "only pickled weights (.bin)", "model.allow_pickle_weights: true", work=tmp_path)
+    with pytest.raises(BackboneError, match="cannot load masked LM"):  # run refuses it too, not only validate
+        MaskedLM.load(ModelConfig(**tiny_model_dict(folder)))
+    allowed = ModelConfig(**tiny_model_dict(folder), allow_pickle_weights=True)
+    assert MaskedLM.load(allowed).model.num_parameters() > 0
+    assert model_key(allowed) == model_key(ModelConfig(**tiny_model_dict(folder)))  # same keys either way
+
+
 def test_backbone_path_that_is_a_file_is_not_called_missing(run_yaml, tmp_path):
     file = tmp_path / "model.safetensors"
     file.write_bytes(b"\0" * 16)
