@@ -10,9 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
 
 from flows.ipet import ipet_flow
+from flows.leases import lease, reap
 from flows.pet import pet_flow, task_runner
 from pet_core.metrics import comparison
 from pet_core.plan import comparison_evaluations, comparison_splits, with_backbone
@@ -41,6 +43,20 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None, checked:
     """
     started = time.time()
     config = load_config(config_path, overrides)
+    runs_dir = Path(config.runs_dir).expanduser().resolve()
+    try:
+        crashed = reap(runs_dir)
+    except Exception as err:  # noqa: BLE001 - housekeeping must not stop a run
+        get_run_logger().warning(f"could not check {runs_dir} for runs that died: {err}")
+    else:
+        for name in crashed:
+            get_run_logger().warning(f"flow run {name!r} had died without a word (killed?): marked it Crashed")
+    with lease(runs_dir, flow_run.get_id()):
+        return run_pipeline(config, checked, started)
+
+
+def run_pipeline(config: RunConfig, checked: bool, started: float) -> dict[str, Any]:
+    """The body of ``pipeline`` (while this flow run holds its lease)."""
     digest = config.digest()
     if not checked:
         validate.submit(config).result()
