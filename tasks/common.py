@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.artifacts import Artifact, ProgressArtifact, update_progress_artifact
 from prefect.client.schemas.objects import State
+from prefect.context import get_run_context
 from prefect.exceptions import MissingContextError
+from prefect.runtime import flow_run
 from prefect.states import Completed
 
 from pet_core.artifacts import sha256_file
@@ -106,6 +108,17 @@ def value(result: StageResult | State) -> StageResult:
     return result.result() if isinstance(result, State) else result
 
 
+def publish(artifact: type[Artifact], **fields: Any) -> Any:
+    """Create a Prefect artifact on the flow run a user opens (the root run, also from inside a subflow);
+    its id, or None outside a run (a task called through ``.fn``)."""
+    try:
+        get_run_context()
+    except MissingContextError:
+        return None
+    root = flow_run.root_flow_run_id
+    return artifact(**fields, flow_run_id=root).create(_sync=True).id
+
+
 class PrefectProgress(Callback):
     """pet_core progress events -> a Prefect progress artifact per stage + run log lines.
 
@@ -121,10 +134,7 @@ class PrefectProgress(Callback):
 
     def on_stage_begin(self, stage: str, total: int) -> None:
         self._next[stage] = 0
-        try:
-            self._artifacts[stage] = create_progress_artifact(progress=0.0, description=f"{stage} ({total} units)")
-        except MissingContextError:  # called outside a run (task.fn): log only
-            self._artifacts[stage] = None
+        self._artifacts[stage] = publish(ProgressArtifact, progress=0.0, description=f"{stage} ({total} units)")
         logger().info("%s: starting (%d units)", stage, total)
 
     def on_progress(self, stage: str, done: int, total: int, **metrics: Any) -> None:

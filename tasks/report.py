@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import MarkdownArtifact, TableArtifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
@@ -21,7 +21,7 @@ from pet_core.artifacts import atomic_path, write_json
 from pet_core.metrics import comparison_markdown, confusion_markdown
 from pet_core.run_config import RunConfig
 from pet_core.store import code_version
-from tasks.common import StageResult, logger, slug
+from tasks.common import StageResult, logger, publish, slug
 from tasks.results import GenerationResult
 
 
@@ -46,9 +46,16 @@ def _table_md(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _link(run: str, name: str, path: str, text: str) -> None:
-    create_link_artifact(key=f"{slug(run)}-{slug(name)}", link=Path(path).resolve().as_uri(), link_text=text,
-                         description=f"{run}: {text}")
+def files_markdown(run: str, files: dict[str, dict[str, str]]) -> str:
+    """Where a run's files are, as paths to copy: a browser does not follow ``file://`` links from the UI's
+    http page, and serving the store from the (unauthenticated) API server would expose it."""
+    lines = [f"# Files of `{run}`", "", "| file | path | sha256 |", "|---|---|---|"]
+    lines += [f"| {name} | `{ref['path']}` | `{ref['sha256'][:12]}` |" for name, ref in files.items()]
+    first = next((ref["path"] for ref in files.values() if ref["path"].endswith(".parquet")), None)
+    if first:
+        lines += ["", "Read a table with pandas:", "", "```python", "import pandas as pd",
+                  f"pd.read_parquet({first!r})", "```"]
+    return "\n".join(lines) + "\n"
 
 
 @task(name="report-data", cache_policy=NO_CACHE)
@@ -56,9 +63,10 @@ def report_data(run: str, prepared: StageResult) -> None:
     """Table of T, D and test sizes and label distributions; links to their Parquet files."""
     rows = [{"split": split, "rows": info["rows"], **{f"label {k}": v for k, v in info["labels"].items()}}
             for split, info in prepared["info"].items()]
-    create_table_artifact(key=f"{slug(run)}-data", table=rows, description=f"{run}: T (labeled), D, test")
-    for name, ref in prepared["outputs"].items():
-        _link(run, f"{name}-parquet", ref["path"], f"{name}.parquet ({ref['sha256'][:12]})")
+    publish(TableArtifact, key=f"{slug(run)}-data", table=rows, description=f"{run}: T (labeled), D, test")
+    files = {f"{name}.parquet": ref for name, ref in prepared["outputs"].items()}
+    publish(MarkdownArtifact, key=f"{slug(run)}-data-files", markdown=files_markdown(run, files),
+            description=f"{run}: where T, D and test are (paths to copy)")
 
 
 def generation_rows(generation: GenerationResult) -> list[dict[str, Any]]:
@@ -86,11 +94,11 @@ def set_rows(sets: StageResult) -> list[dict[str, Any]]:
 def report_generation(run: str, result: GenerationResult) -> None:
     """Per-model table of one generation (and, for iPET, its training sets' sizes and labels)."""
     generation = result.generation
-    create_table_artifact(key=f"{slug(run)}-g{generation}-models", table=generation_rows(result),
-                          description=f"{run}: generation {generation} models (accuracy on train set and test)")
+    publish(TableArtifact, key=f"{slug(run)}-g{generation}-models", table=generation_rows(result),
+            description=f"{run}: generation {generation} models (accuracy on train set and test)")
     if result.sets is not None:
-        create_table_artifact(key=f"{slug(run)}-g{generation}-sets", table=set_rows(result.sets),
-                              description=f"{run}: iPET generation {generation} training sets")
+        publish(TableArtifact, key=f"{slug(run)}-g{generation}-sets", table=set_rows(result.sets),
+                description=f"{run}: iPET generation {generation} training sets")
 
 
 def build_metrics(config: RunConfig, digest: str, prepared: StageResult, generations: list[GenerationResult],
@@ -178,10 +186,9 @@ def write_run(config: RunConfig, digest: str, stages: list[StageResult], prepare
     report = "\n".join([summary, *generation_tables, "## Stages\n", _table_md(stage_rows), ""])
     with atomic_path(run_dir / "report.md") as tmp:
         tmp.write_text(report, encoding="utf-8")
-    create_markdown_artifact(key=f"{slug(config.name)}-summary", markdown=summary, description="final metrics")
-    create_table_artifact(key=f"{slug(config.name)}-stages", table=stage_rows, description="stages and cache hits")
-    _link(config.name, "soft-labels", links["soft_labels.parquet"]["path"], "soft labels on D (Parquet)")
-    if evaluation:
-        _link(config.name, "predictions", links["predictions.parquet"]["path"], "test predictions (Parquet)")
-    _link(config.name, "run-dir", str(run_dir), f"run directory {run_dir.name}")
+    publish(MarkdownArtifact, key=f"{slug(config.name)}-summary", markdown=summary, description="final metrics")
+    publish(TableArtifact, key=f"{slug(config.name)}-stages", table=stage_rows, description="stages and cache hits")
+    files = {"run directory": {"path": str(run_dir), "sha256": digest}, **links}
+    publish(MarkdownArtifact, key=f"{slug(config.name)}-files", markdown=files_markdown(config.name, files),
+            description=f"{config.name}: run directory, soft labels, classifier, predictions (paths to copy)")
     return {"run_dir": str(run_dir), "metrics": metrics}

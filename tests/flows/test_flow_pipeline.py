@@ -36,15 +36,19 @@ def test_pet_pipeline_writes_run_dir_metrics_and_artifacts(pet_run):
     artifacts = run_artifacts(manifest["flow_run_id"])
     keys = {a.key for a in artifacts if a.key}
     assert {"tiny-pet-data", "tiny-pet-g0-models", "tiny-pet-summary", "tiny-pet-stages",
-            "tiny-pet-soft-labels", "tiny-pet-predictions", "tiny-pet-labeled-parquet"} <= keys
+            "tiny-pet-files", "tiny-pet-data-files"} <= keys
+    # everything sits on the run a user opens, also what tasks inside the PET subflow created
+    assert {str(a.flow_run_id) for a in artifacts} == {manifest["flow_run_id"]}
     summary = next(a for a in artifacts if a.key == "tiny-pet-summary")
     assert "Confusion matrix" in summary.data and "accuracy" in summary.data
     assert "| T |" in summary.data and "| test |" in summary.data  # final classifier next to the ensemble
     assert [r["split"] for r in metrics["comparison"]["rows"]] == ["T", "test"]
     assert metrics["comparison"]["rows"][1]["final"] == metrics["test"]["accuracy"]
     assert sum(1 for a in artifacts if a.type == "progress") >= 4  # training and scoring progress
-    link = next(a for a in artifacts if a.key == "tiny-pet-soft-labels")
-    assert "file://" in link.data
+    files = next(a for a in artifacts if a.key == "tiny-pet-files").data
+    soft_labels = next(s for s in manifest["stages"] if s["stage"] == "merge")["outputs"]["soft_labels"]
+    assert f"`{soft_labels['path']}`" in files and "file://" not in files  # a path to copy, not a dead link
+    assert f"`{run_dir}`" in files and "pd.read_parquet(" in files
 
 
 def test_rerun_takes_every_stage_from_the_store(pet_run):

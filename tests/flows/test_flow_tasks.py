@@ -27,7 +27,7 @@ def test_prepare_task_returns_refs_then_a_cached_state(tmp_path, make_config):
 
 def test_progress_updates_are_throttled(monkeypatch):
     calls = []
-    monkeypatch.setattr(common, "create_progress_artifact", lambda **kw: calls.append(("create", kw)) or "id")
+    monkeypatch.setattr(common, "publish", lambda kind, **kw: calls.append(("create", kw)) or "id")
     monkeypatch.setattr(common, "update_progress_artifact", lambda **kw: calls.append(("update", kw["progress"])))
     progress = PrefectProgress(updates=20, min_interval_s=0.0)
     progress.on_stage_begin("train g0-p0-s1", 1000)
