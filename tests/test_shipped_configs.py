@@ -30,3 +30,21 @@ def test_the_demo_config_validates_with_its_offline_backbone(tmp_path, monkeypat
 def test_every_shipped_config_parses(path):
     config = RunConfig.from_yaml(path)
     assert config.name and config.pattern_ids()
+
+
+@pytest.mark.parametrize("dataset", ["ag_news", "sst2"])
+def test_benchmark_configs_hold_the_documented_benchmark_setting(dataset):
+    """data/configs/<dataset>.yaml is the cell (|T| 10, seed 1, |D| 1,000) of benchmarks/quality.py's table."""
+    import sys
+
+    sys.path.insert(0, str(CONFIGS.parents[1] / "benchmarks"))
+    import quality
+
+    args = quality.parse_args(["--dataset", dataset, "--n-unlabeled", "1000", "--n-labeled", "10", "--seeds", "1"])
+    expected = quality.run_config(args, 10, 1, ipet=False)
+    shipped = RunConfig.from_yaml(CONFIGS / f"{dataset}.yaml")
+    for section in ("train", "distill", "data", "seeds", "baseline", "ipet", "adapt"):
+        assert getattr(shipped, section) == getattr(expected, section), section
+    assert shipped.model.max_seq_length == expected.model.max_seq_length
+    assert Path(shipped.model.backbone).resolve() == Path(expected.model.backbone).resolve()
+    assert shipped.task_spec() == expected.task_spec()
