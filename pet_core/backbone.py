@@ -5,6 +5,8 @@ Kept free of torch and transformers so that config checks and cache keys stay ch
 
 from __future__ import annotations
 
+import functools
+
 from pet_core.sources import SourceError, Where, locate
 
 
@@ -39,3 +41,40 @@ def resolve_backbone(name: str) -> str:
     if not where.path.is_dir():
         raise BackboneError(f"backbone directory {where.path} does not exist")
     return str(where.path)
+
+
+@functools.lru_cache(maxsize=64)
+def hub_problem(name: str) -> str | None:
+    """Why the hub model ``name`` cannot be loaded here, found in seconds (transformers retries for about a
+    minute before giving up): not in the local Hugging Face cache while offline mode is on or the hub is out
+    of reach, or no such model. None for local folders, cached models and reachable ones."""
+    if locate(name).where is not Where.hub:
+        return None
+    try:
+        from huggingface_hub import constants, model_info, try_to_load_from_cache
+        from huggingface_hub.errors import RepositoryNotFoundError
+    except ImportError:  # pragma: no cover - transformers depends on it
+        return None
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return None
+    fetch = (f"download it where there is network (`hf download {name}`, then copy the folder) and give its "
+             "folder as model.backbone")
+    if constants.HF_HUB_OFFLINE:
+        return f"{name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set: {fetch}"
+    try:
+        model_info(name, timeout=10)
+    except RepositoryNotFoundError:
+        return (f"the Hugging Face hub has no model {name!r} (or it is private: `hf auth login`); check the "
+                "name, or give a local model folder")
+    except Exception as err:  # noqa: BLE001 - httpx, OSError, timeouts: the hub is out of reach
+        return f"{name!r} is not in the local Hugging Face cache and the hub cannot be reached ({type(err).__name__}): {fetch}"
+    return None
+
+
+def loadable_backbone(name: str) -> str:
+    """``resolve_backbone`` plus, for a hub name, the quick check that it can be loaded (BackboneError if not)."""
+    resolved = resolve_backbone(name)
+    problem = hub_problem(resolved)
+    if problem:
+        raise BackboneError(f"cannot load backbone: {problem}")
+    return resolved

@@ -18,7 +18,7 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from pet_core.artifacts import atomic_dir, float_rows, write_json
-from pet_core.backbone import BackboneError, resolve_backbone
+from pet_core.backbone import BackboneError, loadable_backbone
 from pet_core.callbacks import Callback, CallbackList
 from pet_core.config import DistillConfig, HeadInit, ModelConfig
 from pet_core.head_init import fit_probe, layer_inputs, output_layer, set_layer
@@ -45,7 +45,7 @@ class SequenceClassifier:
     """An AutoModelForSequenceClassification with tokenizer, device and autocast."""
 
     def __init__(self, source: str, model_config: ModelConfig, num_labels: int | None = None):
-        name = resolve_backbone(source)
+        name = loadable_backbone(source)
         extra = {"num_labels": num_labels} if num_labels is not None else {}
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=model_config.trust_remote_code)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from pet_core.backbone import BackboneError, resolve_backbone
+from pet_core.backbone import BackboneError, loadable_backbone, resolve_backbone  # noqa: F401 - re-exported
 from pet_core.config import ModelConfig, Precision
 from pet_core.memory import configure_allocator, release_memory
 from pet_core.pvp import Encoded
@@ -125,7 +125,7 @@ class MaskedLM:
     @classmethod
     def load(cls, config: ModelConfig, source: str | None = None, require_head: bool = True) -> MaskedLM:
         """Load the backbone (or ``source``, e.g. a fine-tuned PVP model directory)."""
-        name = resolve_backbone(source or config.backbone)
+        name = loadable_backbone(source or config.backbone)
         configure_allocator()
         try:
             tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=config.trust_remote_code)

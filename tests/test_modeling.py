@@ -259,3 +259,27 @@ def test_model_config_validation():
     cfg = ModelConfig(backbone="x", precision="bf16")
     assert cfg.precision is Precision.bf16
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_a_hub_name_that_cannot_be_loaded_fails_in_seconds_with_one_line(monkeypatch):
+    """Offline mode, an unreachable hub or an unknown name: one BackboneError in seconds, not a minute of
+    retries (transformers' own behaviour); whether this machine reaches the hub decides which message."""
+    import time
+
+    from huggingface_hub import constants
+
+    from pet_core.backbone import hub_problem, loadable_backbone
+
+    name = "petflow-tests/no-such-model-4f2a"
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the test session sets it
+    hub_problem.cache_clear()
+    started = time.monotonic()
+    with pytest.raises(BackboneError, match=r"cannot load backbone: (.*hub cannot be reached|the Hugging Face hub has "
+                                            r"no model)"):
+        loadable_backbone(name)
+    assert time.monotonic() - started < 30
+    hub_problem.cache_clear()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert "HF_HUB_OFFLINE is set" in hub_problem(name) and "hf download" in hub_problem(name)
+    hub_problem.cache_clear()
+    assert hub_problem("./a/local/path") is None
