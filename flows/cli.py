@@ -1,4 +1,4 @@
-"""The petflow command line: run, validate, predict, serve (cron) and a local Prefect server.
+"""The petflow command line: run, validate, words, predict, serve (cron) and a local Prefect server.
 
 Every default lives in the pydantic configs (pet_core.config / pet_core.run_config); options here that
 are left out leave the config's value alone.
@@ -130,6 +130,44 @@ def run(config: ConfigArg, set_: SetOpt = None,
     print_summary(result)
 
 
+@app.command()
+def words(config: ConfigArg, set_: SetOpt = None,
+          top: Annotated[int, typer.Option(help="Candidate words shown per label.")] = 10) -> None:
+    """LM-BFF label-word search on T: per pattern, each label's candidates and the pairings ranked by
+    cross-validated accuracy. Uses the config's `words:` section (its defaults if it has none); the result is
+    stored, so a run with the same section takes it."""
+    from pet_core.config import WordsConfig
+    from pet_core.label_search import SearchResult
+    from pet_core.pipeline import search_words
+    from tasks.validate import describe_error
+
+    run_config = checked_config(config, parse_overrides(set_), show=False)
+    if run_config.words is None:
+        run_config = run_config.model_copy(update={"words": WordsConfig()})
+    try:
+        found = search_words(run_config)
+    except Exception as err:  # noqa: BLE001 - one line, as every other command
+        fail(f"label search failed: {describe_error(err)}", code=1)
+    for pattern, data in found.items():
+        result = SearchResult.from_dict(data)
+        template = run_config.task_spec().patterns[int(pattern)].template
+        candidates = Table("label", f"top {top} candidates (mean log-prob at the mask over T)",
+                           title=f"pattern {pattern}: {template}", title_justify="left")
+        for label, words_ in result.candidates.items():
+            candidates.add_row(label, ", ".join(f"{w} ({s:.2f})" for w, s in words_[:top]))
+        console.print(candidates)
+        pairings = Table("rank", *result.candidates, "cv accuracy", "accuracy on T",
+                         title=f"pattern {pattern}: pairings ({result.folds}-fold cross-validation on T)"
+                         if result.folds else f"pattern {pattern}: pairings (no cross-validation: a label has one "
+                         "example in T)", title_justify="left")
+        for rank, pairing in enumerate(result.pairings, 1):
+            cv = "–" if pairing.cv_accuracy is None else f"{pairing.cv_accuracy:.1%}"
+            pairings.add_row(str(rank), *pairing.words.values(), cv, f"{pairing.train_accuracy:.1%}")
+        console.print(pairings)
+        chosen = ", ".join(f"{label}: {word}" for label, word in result.pairings[0].words.items())
+        console.print(f"pattern {pattern} chooses {chosen}", highlight=False, soft_wrap=True)
+
+
 def start_ephemeral_server() -> threading.Thread | None:
     """Start Prefect's ephemeral API server in the background (ephemeral mode only).
 
@@ -173,6 +211,10 @@ def print_summary(result: dict[str, Any]) -> None:
         if g["ensemble_test"]:
             table.add_row(f"on test, generation {g['generation']}", "", f"{g['ensemble_test']['accuracy']:.1%}", "")
     console.print(table)
+    for pattern, found in (metrics.get("words") or {}).items():
+        chosen = ", ".join(f"{label}: {word}" for label, word in found["words"].items())
+        cv = "" if found["cv_accuracy"] is None else f", cv accuracy on T {found['cv_accuracy']:.1%}"
+        console.print(f"label words of pattern {pattern} (searched on T): {chosen}{cv}", highlight=False, soft_wrap=True)
     test = metrics["test"]
     if test:
         console.print(f"final classifier on test: macro-F1 {test['macro_f1']:.4f} (n = {test['n']})")

@@ -1,4 +1,5 @@
-"""The whole run as one flow-run tree: validate → prepare → [adapt] → PET → [iPET] → merge → distill → evaluate.
+"""The whole run as one flow-run tree: validate → prepare → [adapt] → [words] → PET → [iPET] → merge → distill →
+evaluate.
 
 Every stage is a task over the pet_core store, so rerunning a config (or one sharing stages with it)
 takes finished stages from the store and shows them as ``Cached``. Subflows are plain calls.
@@ -17,7 +18,8 @@ from flows.ipet import ipet_flow
 from flows.leases import lease, reap
 from flows.pet import pet_flow, task_runner
 from pet_core.metrics import comparison
-from pet_core.plan import comparison_evaluations, comparison_splits, with_backbone
+from pet_core.artifacts import read_json
+from pet_core.plan import comparison_evaluations, comparison_splits, with_backbone, with_words
 from pet_core.run_config import RunConfig
 from tasks.common import RefDict, StageResult
 from tasks.adapt import adapt
@@ -30,6 +32,7 @@ from tasks.results import GenerationResult
 from tasks.score import score
 from tasks.supervised import supervised
 from tasks.validate import load_config, validate
+from tasks.words import label_words
 
 
 @flow(name="petflow")
@@ -71,6 +74,12 @@ def run_pipeline(config: RunConfig, checked: bool, started: float) -> dict[str, 
         adapted = adapt.submit(store, config.model, config.adapt, data["unlabeled"]).result()
         stages.append(adapted)
         config = with_backbone(config, adapted["outputs"]["backbone"]["path"])
+    if config.words is not None:
+        found = label_words.submit(config.name, store, spec, config.model, config.words, data["labeled"],
+                                   config.word_search_patterns()).result()
+        stages.append(found)
+        config = with_words(config, read_json(found["outputs"]["words"]["path"]))
+        spec = config.task_spec()
     generations = [pet_flow.with_options(task_runner=task_runner())(config, data)]
     if config.ipet is not None:
         generations += ipet_flow.with_options(task_runner=task_runner())(config, data, generations[0],

@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Precision(str, enum.Enum):
@@ -157,6 +157,27 @@ class DistillConfig(OptimConfig):
         per_step = self.batch_size * self.grad_accumulation
         wanted = math.ceil(self.epochs * n_examples / per_step)
         return max(1, min(self.max_steps, max(self.min_steps, wanted)))
+
+
+class WordsConfig(StageConfig):
+    """The words stage: LM-BFF's label-word search on T (``pet_core.label_search``), pairings ranked by
+    cross-validated zero-shot accuracy; each searched pattern then uses its best pairing as its verbalizer."""
+
+    patterns: list[int] | None = Field(default=None, description="Patterns whose words are searched; None = "
+                                       "every pattern of the run without {soft} slots.")
+    k_likely: int = Field(default=100, ge=1, description="Candidate words kept per label (by mean log-prob).")
+    k_per_label: int = Field(default=10, ge=1, description="First candidates per label that pairings combine.")
+    n_pairs: int = Field(default=5, ge=1, description="Best pairings kept.")
+    folds: int = Field(default=4, ge=2, description="Cross-validation folds (at most the smallest label count).")
+    max_combinations: int = Field(default=10000, ge=1, description="All pairings up to this many, else beam width.")
+    seed_spec_words: bool = Field(default=False, description="The pattern's own words lead each label's candidates.")
+    batch_size: int = Field(default=32, ge=1, description="Examples per forward pass.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.k_per_label > self.k_likely:
+            raise ValueError(f"k_per_label ({self.k_per_label}) exceeds k_likely ({self.k_likely})")
+        return self
 
 
 class AdaptConfig(OptimConfig):

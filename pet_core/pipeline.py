@@ -16,6 +16,7 @@ from pet_core.callbacks import Callback
 from pet_core.metrics import comparison
 from pet_core.plan import (
     comparison_evaluations, comparison_splits, generation_count, generation_jobs, model_grid, with_backbone,
+    with_words,
 )
 from pet_core.run_config import RunConfig
 from pet_core.spec import TaskSpec
@@ -83,18 +84,40 @@ def run_generation(store: ArtifactStore, spec: TaskSpec, config: RunConfig, inde
     return gen
 
 
-def run(config: RunConfig, callbacks: list[Callback] | None = None) -> PipelineResult:
-    """Prepare → [adapt] → PET → [iPET generations] → merge → distill → evaluate."""
-    started = time.perf_counter()
-    callbacks = callbacks or []
+def front(store: ArtifactStore, config: RunConfig,
+          callbacks: list[Callback]) -> tuple[RunConfig, StageRecord, list[StageRecord]]:
+    """prepare → [adapt] → [words]: the config the models train with (adapted backbone, searched label words),
+    the prepare record and every record made."""
     spec = config.task_spec()
-    store = ArtifactStore(config.store)
     prepared = stages.prepare(store, spec, config.data)
     records = [prepared]
     if config.adapt is not None:
         adapted = stages.adapt(store, config.model, config.adapt, prepared.out("unlabeled"), callbacks)
         records.append(adapted)
         config = with_backbone(config, adapted.out("backbone").path)
+    if config.words is not None:
+        found = stages.label_words(store, spec, config.model, config.words, prepared.out("labeled"),
+                                   config.word_search_patterns())
+        records.append(found)
+        config = with_words(config, stages.read_json_output(found, "words"))
+    return config, prepared, records
+
+
+def search_words(config: RunConfig) -> dict[str, Any]:
+    """The words stage of ``config`` (after prepare and adapt), as ``petflow words`` shows it: ``words.json``."""
+    if config.words is None:
+        raise ValueError("the run config has no words: section")
+    _, _, records = front(ArtifactStore(config.store), config, [])
+    return stages.read_json_output(records[-1], "words")
+
+
+def run(config: RunConfig, callbacks: list[Callback] | None = None) -> PipelineResult:
+    """Prepare → [adapt] → [words] → PET → [iPET generations] → merge → distill → evaluate."""
+    started = time.perf_counter()
+    callbacks = callbacks or []
+    store = ArtifactStore(config.store)
+    config, prepared, records = front(store, config, callbacks)
+    spec = config.task_spec()
     labeled = prepared.out("labeled")
     grid = model_grid(config)
     generations = [run_generation(store, spec, config, 0, [labeled] * len(grid), prepared, callbacks)]

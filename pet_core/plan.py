@@ -6,9 +6,11 @@ written once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pet_core.kinds.registry import KindConfig
 from pet_core.run_config import RunConfig
+from pet_core.spec import TaskSpec
 
 
 def model_id(pattern: int, seed: int, generation: int = 0) -> str:
@@ -64,3 +66,19 @@ def comparison_evaluations(config: RunConfig, splits: list[str]) -> list[tuple[s
 def with_backbone(config: RunConfig, backbone: str) -> RunConfig:
     """The config whose later stages use ``backbone`` (the adapted one after the adapt stage)."""
     return config.model_copy(update={"model": config.model.model_copy(update={"backbone": backbone})})
+
+
+def searched_spec(spec: TaskSpec, words: dict[str, Any]) -> TaskSpec:
+    """``spec`` with each searched pattern's own verbalizer set to its best pairing (``words``: the words stage's
+    ``words.json``, pattern id -> ``label_search.SearchResult`` dict, best pairing first); validated again."""
+    data = spec.model_dump(mode="json")
+    for pattern, result in words.items():
+        best = result["pairings"][0]["words"]
+        data["patterns"][int(pattern)]["verbalizer"] = {label: [word] for label, word in best.items()}
+    return TaskSpec.model_validate(data)
+
+
+def with_words(config: RunConfig, words: dict[str, Any]) -> RunConfig:
+    """The config whose task spec uses the searched label words (the keys of every model stage hash the spec,
+    so models trained with them are told apart from the hand-picked ones)."""
+    return config.model_copy(update={"task": searched_spec(config.task_spec(), words)})

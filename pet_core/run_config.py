@@ -11,11 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pet_core.config import (
     AdaptConfig, DistillConfig, EnsembleConfig, IpetConfig, ModelConfig, ScoreConfig, StageConfig, TrainConfig,
+    WordsConfig,
 )
 from pet_core.data import DataSource
 from pet_core.kinds.registry import DEFAULT_KIND, KindConfig, get_kind
 from pet_core.sources import SourceError, locate
-from pet_core.spec import TaskSpec, load_yaml_mapping
+from pet_core.spec import TaskSpec, has_soft_slots, load_yaml_mapping
 
 
 class OverrideError(ValueError):
@@ -90,6 +91,8 @@ class RunConfig(StageConfig):
         "kind); None = all, as PET's cloze kind.")
     seeds: list[int] = Field(default=[1, 2, 3], min_length=1, description="One model per pattern and seed.")
     adapt: AdaptConfig | None = Field(default=None, description="Adapt the backbone (MLM) on D first.")
+    words: WordsConfig | None = Field(default=None, description="Search label words on T first (LM-BFF); the "
+                                      "searched patterns train with the best pairing found. `words: {}` = defaults.")
     train: TrainConfig = TrainConfig()
     score: ScoreConfig = ScoreConfig()
     ensemble: EnsembleConfig = EnsembleConfig()
@@ -142,6 +145,15 @@ class RunConfig(StageConfig):
         if self.patterns is None:
             return list(range(len(self.task_spec().patterns)))
         return [p if isinstance(p, int) else p.pattern for p in self.patterns]
+
+    def word_search_patterns(self) -> list[int]:
+        """The patterns whose label words the words stage searches ([] without a ``words:`` section)."""
+        if self.words is None:
+            return []
+        if self.words.patterns is not None:
+            return list(self.words.patterns)
+        spec = self.task_spec()
+        return [p for p in self.pattern_ids() if not has_soft_slots(spec.patterns[p].template)]
 
     def kind_for(self, pattern: int) -> KindConfig:
         """The kind section of the model trained on ``pattern`` (PET's cloze kind unless chosen)."""

@@ -26,6 +26,11 @@ def soft_slot_size(slot: str) -> int | None:
     return int(match.group(1) or 1)
 
 
+def has_soft_slots(template: str) -> bool:
+    """Whether a template holds ``{soft}`` / ``{soft:N}`` slots (learned prompt tokens)."""
+    return any(soft_slot_size(slot) is not None for slot in PLACEHOLDER.findall(template))
+
+
 class LabelSpec(BaseModel):
     """One class: its name (used in every artifact), the raw values that map to it, its words."""
 

@@ -17,6 +17,7 @@ from pet_core.artifacts import EXAMPLES_SCHEMA, logits_of, read_table, write_jso
 from pet_core.callbacks import Callback
 from pet_core.config import (
     AdaptConfig, DistillConfig, EnsembleConfig, IpetConfig, ModelConfig, Reduction, ScoreConfig, TrainConfig,
+    WordsConfig,
 )
 from pet_core.data import load_examples
 from pet_core.sampling import describe, draw, hold_out
@@ -78,6 +79,30 @@ def adapt(store: ArtifactStore, model: ModelConfig, config: AdaptConfig, unlabel
 
     return store.run("adapt", {"model": model_key(model), "adapt": config.to_dict()},
                      {"unlabeled": unlabeled.sha256}, build)
+
+
+def label_words(store: ArtifactStore, spec: TaskSpec, model: ModelConfig, config: WordsConfig, labeled: Ref,
+                patterns: Sequence[int]) -> StageRecord:
+    """LM-BFF's label-word search on T for each of ``patterns`` (``pet_core.label_search``): ``words.json``
+    holds every pattern's candidates and ranked pairings; ``info`` the chosen words and their accuracies."""
+    def build(tmp: Path) -> tuple[dict[str, str], dict[str, Any]]:
+        from pet_core.label_search import search
+        from pet_core.modeling import MaskedLM
+
+        t = read_table(labeled.verify().path)
+        mlm = MaskedLM.load(model)
+        try:
+            found = {str(p): search(mlm, spec, p, t, config) for p in patterns}
+        finally:
+            mlm.release()
+        write_json({p: result.to_dict() for p, result in found.items()}, tmp / "words.json")
+        info = {p: {"words": r.pairings[0].words, "cv_accuracy": r.pairings[0].cv_accuracy,
+                    "train_accuracy": r.pairings[0].train_accuracy, "folds": r.folds} for p, r in found.items()}
+        return {"words": "words.json"}, {"patterns": info}
+
+    key_config = {"model": model_key(model), "words": config.model_dump(mode="json", exclude={"patterns"}),
+                  "patterns": list(patterns)}
+    return store.run("words", key_config, {"spec": spec_hash(spec), "labeled": labeled.sha256}, build)
 
 
 def train(store: ArtifactStore, spec: TaskSpec, model: ModelConfig, config: TrainConfig, pattern: int,
@@ -234,5 +259,5 @@ def read_json_output(record: StageRecord, name: str) -> Any:
     return read_json(record.out(name).verify().path)
 
 
-__all__ = ["read_json_output", "adapt", "distill", "evaluate", "logits_metrics", "merge", "next_generation", "prepare", "score",
-           "supervised", "train", "logits_of"]
+__all__ = ["read_json_output", "adapt", "distill", "evaluate", "label_words", "logits_metrics", "merge", "next_generation",
+           "prepare", "score", "supervised", "train", "logits_of"]

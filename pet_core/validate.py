@@ -14,6 +14,7 @@ from typing import Any
 from pet_core.data import DataError, DataSource, load_examples, resolve_path
 from pet_core.sampling import draw, hold_out, label_counts
 from pet_core.run_config import RunConfig
+from pet_core.spec import has_soft_slots
 
 
 class ValidationError(ValueError):
@@ -47,7 +48,7 @@ class ValidationReport:
 def _check_backbone(config: RunConfig, report: ValidationReport) -> Any:
     from transformers import AutoConfig, AutoTokenizer
 
-    from pet_core.backbone import BackboneError, resolve_backbone
+    from pet_core.backbone import BackboneError, hub_problem, resolve_backbone
 
     given = Path(config.model.backbone).expanduser()
     if given.is_file():
@@ -58,6 +59,10 @@ def _check_backbone(config: RunConfig, report: ValidationReport) -> Any:
         name = resolve_backbone(config.model.backbone)
     except (BackboneError, ValueError) as err:
         report.errors.append(f"model.backbone: {err}")
+        return None
+    problem = hub_problem(name)
+    if problem:
+        report.errors.append(f"model.backbone: {problem}")
         return None
     keys: set[str] | None = set()
     if Path(name).is_dir():
@@ -132,6 +137,22 @@ def _check_run_settings(config: RunConfig, n_patterns: int, report: ValidationRe
             report.errors.append(f"{key}: {problem}")
 
 
+def _check_words(config: RunConfig, spec: Any, report: ValidationReport) -> None:
+    """The words stage's patterns: patterns of this run, and cloze templates (no {soft} slots)."""
+    if config.words is None or config.words.patterns is None:
+        return
+    run_patterns = config.pattern_ids()
+    unknown = [p for p in config.words.patterns if p not in run_patterns]
+    if unknown:
+        report.errors.append(f"words.patterns: {unknown} are not patterns of this run "
+                             f"({', '.join(map(str, run_patterns))}); list some of those or leave it out for all")
+        return
+    for pattern in config.words.patterns:
+        if has_soft_slots(spec.patterns[pattern].template):
+            report.errors.append(f"words.patterns: pattern {pattern} has {{soft}} slots, which the label search "
+                                 "cannot read (it scores the plain masked LM); leave it out of words.patterns")
+
+
 def _folder_problem(path: Path) -> str | None:
     """Why ``path`` cannot be used (or created) as a writable folder, or None."""
     existing = next(p for p in (path, *path.parents) if p.exists())
@@ -159,6 +180,7 @@ def validate(config: RunConfig, check_backbone: bool = True) -> ValidationReport
         report.errors.append(f"task: {err}")
         return report
     _check_run_settings(config, len(spec.patterns), report)
+    _check_words(config, spec, report)
     tables = {}
     for role in ("pool", "test", "unlabeled"):
         source = getattr(config.data, role)
@@ -195,7 +217,11 @@ def validate(config: RunConfig, check_backbone: bool = True) -> ValidationReport
             labeled, unlabeled = draw(pool, config.data)
             seen = {label for label in labeled.column("label").to_pylist()}
             missing = [n for n in spec.label_names if n not in seen]
-            if missing and config.data.n_labeled > 0:
+            if missing and config.words is not None:
+                report.errors.append(f"words: the label search needs an example of every label in T; T has none of "
+                                     f"{missing} (n_labeled={config.data.n_labeled}): set data.min_per_label: 1 "
+                                     "or raise n_labeled")
+            elif missing and config.data.n_labeled > 0:
                 report.warnings.append(f"T has no example of {missing} (n_labeled={config.data.n_labeled}); "
                                        "set data.min_per_label: 1, raise n_labeled or use per_label: true")
             report.facts["labeled"], report.facts["unlabeled"] = labeled.num_rows, unlabeled.num_rows

@@ -1,6 +1,8 @@
 """Screenshot a petflow run in the Prefect UI (for docs): newest pipeline run, "Artifacts" tab.
 
     python scripts/screenshot_ui.py [--prefect-home DIR] [--out docs/ui-flow-run.png]
+    python scripts/screenshot_ui.py --skip 1 --tab "Task Runs" --wait-text Crashed --out docs/ui-crashed-run.png
+    python scripts/screenshot_ui.py --artifact-key bbc-demo-files --tab '' --wait-text sha256 --out docs/ui-files.png
 
 Starts ``prefect server start --no-services`` on 127.0.0.1 (a free port) over a temporary copy of the
 Prefect home (its SQLite DB holds the runs, ephemeral ones included), finds the newest top-level run of
@@ -74,7 +76,16 @@ def newest_run(api: str, flow_name: str, skip: int = 0) -> dict:
     return runs[0]
 
 
-def screenshot(url: str, tab: str, out: Path, chromium: str | None, wait_text: str | None) -> None:
+def artifact_id(api: str, key: str) -> str:
+    """The newest artifact with ``key`` (e.g. the run's ``<name>-files`` markdown)."""
+    body = {"sort": "CREATED_DESC", "limit": 1, "artifacts": {"key": {"any_": [key]}}}
+    found = httpx.post(f"{api}/artifacts/filter", json=body, timeout=10).json()
+    if not found:
+        raise SystemExit(f"no artifact with key {key!r}")
+    return found[0]["id"]
+
+
+def screenshot(url: str, tab: str | None, out: Path, chromium: str | None, wait_text: str | None) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -84,9 +95,10 @@ def screenshot(url: str, tab: str, out: Path, chromium: str | None, wait_text: s
         browser = p.chromium.launch(**launch)
         page = browser.new_page(viewport={"width": 1600, "height": 1500}, device_scale_factor=1)
         page.goto(url, wait_until="networkidle")
-        page.get_by_text(tab, exact=True).first.wait_for(timeout=60_000)
-        tabs = page.get_by_role("tab", name=tab)  # a role="tab" where the UI sets it, else the label itself
-        (tabs.first if tabs.count() else page.get_by_text(tab, exact=True).first).click()
+        if tab:
+            page.get_by_text(tab, exact=True).first.wait_for(timeout=60_000)
+            tabs = page.get_by_role("tab", name=tab)  # a role="tab" where the UI sets it, else the label itself
+            (tabs.first if tabs.count() else page.get_by_text(tab, exact=True).first).click()
         if wait_text:
             page.get_by_text(wait_text).first.wait_for(timeout=30_000)
         page.wait_for_timeout(2_000)  # let tables and charts finish rendering
@@ -102,7 +114,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "ui-flow-run.png")
     parser.add_argument("--flow-name", default="petflow")
     parser.add_argument("--skip", type=int, default=0, help="Take the run this many places before the newest.")
-    parser.add_argument("--tab", default="Artifacts")
+    parser.add_argument("--tab", default="Artifacts", help="Tab of the run page to open ('' for none).")
+    parser.add_argument("--artifact-key", help="Screenshot the newest artifact with this key instead of a run.")
     parser.add_argument("--wait-text", default="summary", help="Text to wait for before the screenshot.")
     parser.add_argument("--chromium", default=shutil.which("chromium") or shutil.which("chromium-browser"),
                         help="Chromium binary (default: from PATH; else Playwright's own).")
@@ -116,10 +129,14 @@ def main() -> None:
         server = start_server(home, port, Path(tmp) / "server.log")
         try:
             wait_healthy(api)
-            run = newest_run(api, args.flow_name, args.skip)
-            url = f"http://127.0.0.1:{port}/runs/flow-run/{run['id']}"
-            print(f"flow run {run['name']} ({run['state_type']}): {url}")
-            screenshot(url, args.tab, args.out, args.chromium, args.wait_text)
+            if args.artifact_key:
+                url = f"http://127.0.0.1:{port}/artifacts/artifact/{artifact_id(api, args.artifact_key)}"
+                print(f"artifact {args.artifact_key}: {url}")
+            else:
+                run = newest_run(api, args.flow_name, args.skip)
+                url = f"http://127.0.0.1:{port}/runs/flow-run/{run['id']}"
+                print(f"flow run {run['name']} ({run['state_type']}): {url}")
+            screenshot(url, args.tab or None, args.out, args.chromium, args.wait_text or None)
             print(f"wrote {args.out}")
         finally:
             server.send_signal(signal.SIGTERM)

@@ -90,6 +90,14 @@ def set_rows(sets: StageResult) -> list[dict[str, Any]]:
             for i, s in enumerate(sets["info"]["sets"])]
 
 
+def word_rows(found: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per searched pattern (the words stage's ``info["patterns"]``): its word per label and the
+    pairing's cross-validated accuracy and accuracy on T."""
+    return [{"pattern": int(p), **{f"word {label}": word for label, word in entry["words"].items()},
+             "cv accuracy": entry["cv_accuracy"], "accuracy on T": entry["train_accuracy"], "folds": entry["folds"]}
+            for p, entry in sorted(found.items(), key=lambda item: int(item[0]))]
+
+
 @task(name="report-generation", cache_policy=NO_CACHE, task_run_name="report-g{result.generation}")
 def report_generation(run: str, result: GenerationResult) -> None:
     """Per-model table of one generation (and, for iPET, its training sets' sizes and labels)."""
@@ -103,11 +111,12 @@ def report_generation(run: str, result: GenerationResult) -> None:
 
 def build_metrics(config: RunConfig, digest: str, prepared: StageResult, generations: list[GenerationResult],
                   merged: StageResult, distilled: StageResult, evaluation: StageResult | None,
-                  compared: dict[str, Any] | None = None) -> dict[str, Any]:
+                  compared: dict[str, Any] | None = None, words: StageResult | None = None) -> dict[str, Any]:
     """Everything measured, without timings (two runs of the same work give equal files)."""
     return {
         "name": config.name, "digest": digest,
         "data": prepared["info"],
+        **({"words": words["info"]["patterns"]} if words else {}),
         "generations": [{"generation": g.generation,
                          "models": {m.model_id: m.model_dump(include={"pattern", "seed", "n_labeled", "kind",
                                                                       "pre_train_accuracy", "post_train_accuracy"})
@@ -160,7 +169,8 @@ def write_run(config: RunConfig, digest: str, stages: list[StageResult], prepare
               evaluation: StageResult | None, started: float, compared: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the run directory and the summary artifacts; returns {run_dir, metrics}."""
     run_dir = Path(config.runs_dir).expanduser().resolve() / f"{config.name}-{digest}"
-    metrics = build_metrics(config, digest, prepared, generations, merged, distilled, evaluation, compared)
+    words = next((s for s in stages if s["stage"] == "words"), None)
+    metrics = build_metrics(config, digest, prepared, generations, merged, distilled, evaluation, compared, words)
     for warning in (compared or {}).get("warnings", []):
         logger().warning(warning)
     manifest = {
@@ -183,7 +193,8 @@ def write_run(config: RunConfig, digest: str, stages: list[StageResult], prepare
     write_json(manifest, run_dir / "manifest.json")
     write_json(metrics, run_dir / "metrics.json")
     generation_tables = [f"## Generation {g.generation}\n\n{_table_md(generation_rows(g))}\n" for g in generations]
-    report = "\n".join([summary, *generation_tables, "## Stages\n", _table_md(stage_rows), ""])
+    word_table = [f"## Label words (LM-BFF search on T)\n\n{_table_md(word_rows(metrics['words']))}\n"] if words else []
+    report = "\n".join([summary, *word_table, *generation_tables, "## Stages\n", _table_md(stage_rows), ""])
     with atomic_path(run_dir / "report.md") as tmp:
         tmp.write_text(report, encoding="utf-8")
     publish(MarkdownArtifact, key=f"{slug(config.name)}-summary", markdown=summary, description="final metrics")

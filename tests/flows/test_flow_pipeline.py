@@ -85,11 +85,19 @@ def test_ipet_with_adapted_backbone_holdout_test_and_a_mixed_ensemble(tmp_path, 
     data = {"pool": str(topic_data / "pool.csv"), "holdout": 6, "n_labeled": 6, "seed": 1}  # test held out of the pool
     config = make_config(tmp_path, "tiny-ipet", data=data, ipet={"generations": 1},
                          adapt={"max_steps": 2, "batch_size": 4, "max_seq_length": 32},
-                         patterns=[0, {"pattern": 1, "kind": "prompt_tuning", "n_tokens": 2}])
+                         patterns=[0, {"pattern": 1, "kind": "prompt_tuning", "n_tokens": 2}],
+                         words={"k_likely": 20, "k_per_label": 3, "folds": 2})
     result = pipeline(str(config))
     manifest, metrics = read_run(result)
     flags = stage_flags(manifest)
-    assert {"adapt", "next generation g1", "train g1-p0-s1", "train g1-p1-s1", "merge g1"} <= set(flags)
+    assert {"adapt", "words", "next generation g1", "train g1-p0-s1", "train g1-p1-s1", "merge g1"} <= set(flags)
+    # label words searched on T with the adapted backbone; both generations train with them
+    words = next(s for s in manifest["stages"] if s["stage"] == "words")
+    assert sorted(metrics["words"]) == ["0", "1"] and set(metrics["words"]["0"]["words"]) == {"World", "Sports", "Business"}
+    task = manifest["config"]["task"]
+    assert task["patterns"][0]["verbalizer"] == {k: [v] for k, v in metrics["words"]["0"]["words"].items()}
+    assert words["record"]["path"].endswith("record.json")
+    assert "## Label words (LM-BFF search on T)" in (Path(result["run_dir"]) / "report.md").read_text()
     assert [g["generation"] for g in metrics["generations"]] == [0, 1]
     assert metrics["data"]["test"]["rows"] == 6 and metrics["data"]["unlabeled"]["rows"] == 9
     assert metrics["test"]["n"] == 6
@@ -98,7 +106,7 @@ def test_ipet_with_adapted_backbone_holdout_test_and_a_mixed_ensemble(tmp_path, 
     adapted = next(s for s in manifest["stages"] if s["stage"] == "adapt")["outputs"]["backbone"]["path"]
     assert manifest["config"]["model"]["backbone"] == adapted
     artifacts = {a.key: a for a in run_artifacts(manifest["flow_run_id"]) if a.key}
-    assert {"tiny-ipet-g1-models", "tiny-ipet-g1-sets"} <= set(artifacts)
+    assert {"tiny-ipet-g1-models", "tiny-ipet-g1-sets", "tiny-ipet-words"} <= set(artifacts)
     # the mixed ensemble: a prompt-tuning adapter on the adapted backbone beside a cloze model, in both generations
     assert [{m: g["models"][m]["kind"] for m in g["models"]} for g in metrics["generations"]] == [
         {f"g{i}-p0-s1": "cloze", f"g{i}-p1-s1": "prompt_tuning"} for i in (0, 1)]

@@ -851,3 +851,46 @@ def test_predict_uses_the_max_seq_length_the_classifier_was_trained_with(sentime
         update={"backbone": str(out), "max_seq_length": 256}))[1])
     assert not np.allclose(run_own, longer), "the texts must be longer than 9 tokens for this test to mean anything"
     np.testing.assert_array_equal(logits_of(read_table(preds)), run_own)
+
+
+def _backbone_with(tiny_mlm_dir: Path, tmp_path: Path, damage: str) -> Path:
+    """A copy of the tiny backbone with only config.json, truncated weights or only pickled weights."""
+    folder = tmp_path / f"backbone-{damage}"
+    if damage == "config-only":
+        folder.mkdir()
+        shutil.copy(Path(tiny_mlm_dir) / "config.json", folder)
+        return folder
+    shutil.copytree(tiny_mlm_dir, folder)
+    weights = folder / "model.safetensors"
+    if damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    else:
+        torch.save({}, folder / "pytorch_model.bin")
+        weights.unlink()
+    return folder
+
+
+# Run-time failures validate must catch: (id, sections of the tiny run config, fragment of the one error line)
+RUN_TIME_FAILURES = [
+    ("no-patterns", lambda d, t: {"patterns": []}, "patterns: [] selects no pattern"),
+    ("store-is-a-file", lambda d, t: {"store": str(t / "blocker")}, "is a file, not a folder"),
+    ("backbone-config-only", lambda d, t: {"model": tiny_model_dict(_backbone_with(d, t, "config-only"))},
+     "lacks the weights"),
+    ("backbone-truncated", lambda d, t: {"model": tiny_model_dict(_backbone_with(d, t, "truncated"))}, "truncated"),
+    ("backbone-pickled", lambda d, t: {"model": tiny_model_dict(_backbone_with(d, t, "pickled"))},
+     "only pickled weights"),
+    ("words-unknown-pattern", lambda d, t: {"words": {"patterns": [7]}}, "words.patterns: [7] are not patterns"),
+    ("words-label-missing-in-T", lambda d, t: {"words": {}, "data": {"n_labeled": 2}},
+     "the label search needs an example of every label in T"),
+]
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+@pytest.mark.parametrize(("sections", "fragment"), [pytest.param(s, f, id=i) for i, s, f in RUN_TIME_FAILURES])
+def test_run_refuses_exactly_what_validate_refuses(command, sections, fragment, run_yaml, tiny_mlm_dir, tmp_path):
+    """`petflow run` runs validate's checks before Prefect starts: each failure that used to surface mid-pipeline
+    is the same one line from both commands, and nothing is written."""
+    (tmp_path / "blocker").write_text("not a folder", encoding="utf-8")
+    line = cli_error([command, run_yaml(**sections(tiny_mlm_dir, tmp_path))], fragment)
+    assert line.startswith("error: invalid run config: "), line
+    assert not (tmp_path / "store").exists()
