@@ -77,6 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kind-set", dest="kind_overrides", action="append", default=[], metavar="KIND.KEY=VALUE",
                         help="An option of one kind, e.g. prompt_tuning.learning_rate=0.1.")
     parser.add_argument("--ipet-generations", type=int, default=None)
+    parser.add_argument("--words", action="store_true", help="Search label words on T first (a words: section "
+                        "with its defaults); PET methods are recorded as <method>+words.")
     parser.add_argument("--max-seq-length", type=int, default=128)
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--eval", choices=["test", "dev"], default="test",
@@ -164,7 +166,19 @@ def pet(args: argparse.Namespace, config: RunConfig) -> dict[str, Any]:
             "pattern_accuracy": gens[-1]["models"], "ensemble_accuracy": gens[-1]["ensemble"]["accuracy"],
             "generations": len(gens) - 1, "cached_stages": summary["cached_stages"],
             "kinds": [kind_footprint(Path(t.out("model").path))
-                      | {"train_s_per_step": round(t.wall_s / args.train_steps, 3)} for t in last]}
+                      | {"train_s_per_step": round(t.wall_s / args.train_steps, 3)} for t in last],
+            **words_found(result)}
+
+
+def words_found(result: Any) -> dict[str, Any]:
+    """With a words: section: the words chosen per pattern, their cross-validated accuracy on T and the search's
+    wall time (of the build, also when it came from the store)."""
+    found = [r for r in result.records if r.stage == "words"]
+    if not found:
+        return {}
+    return {"words": {p: f["words"] for p, f in found[0].info["patterns"].items()},
+            "words_cv_accuracy": {p: f["cv_accuracy"] for p, f in found[0].info["patterns"].items()},
+            "words_search_s": found[0].wall_s}
 
 
 def kind_footprint(model_dir: Path) -> dict[str, Any]:
@@ -272,14 +286,18 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds:
             for method in methods:
                 config = run_config(args, n_labeled, seed, ipet=(method == "ipet"), method=method)
+                searched = args.words and method != "supervised"
+                if searched:
+                    config = config.with_updates({"words": {}})
                 result = supervised(args, config) if method == "supervised" else pet(args, config)
-                record = {"dataset": args.dataset, "n_labeled": n_labeled, "method": method, "seed": seed,
+                record = {"dataset": args.dataset, "n_labeled": n_labeled, "method": method + "+words" * searched,
+                          "seed": seed,
                           "backbone": Path(args.backbone).name, "n_unlabeled": args.n_unlabeled,
                           "n_test": args.n_test, "eval": args.eval, "learning_rate": args.learning_rate,
                           "adapt_steps": args.adapt_steps, "patterns": args.patterns, "machine": f"{platform.node()} {platform.processor()}".strip(),
                           **result}
                 records = save_record(out, record)
-                print(f"{args.dataset} |T|={n_labeled} seed={seed} {method}: acc={record['accuracy']:.4f} "
+                print(f"{args.dataset} |T|={n_labeled} seed={seed} {record['method']}: acc={record['accuracy']:.4f} "
                       f"wall={record['wall_s']}s", flush=True)
     print(table(records, args.dataset))
     if args.kinds:
