@@ -142,7 +142,7 @@ def words(config: ConfigArg, set_: SetOpt = None,
     from tasks.validate import describe_error
 
     run_config = checked_config(config, parse_overrides(set_), show=False)
-    if run_config.words is None:
+    if not run_config.word_search_patterns():  # neither words: nor words: auto: the defaults on every pattern
         run_config = run_config.model_copy(update={"words": WordsConfig()})
     try:
         found = search_words(run_config)

@@ -74,8 +74,8 @@ def run_pipeline(config: RunConfig, checked: bool, started: float) -> dict[str, 
         adapted = adapt.submit(store, config.model, config.adapt, data["unlabeled"]).result()
         stages.append(adapted)
         config = with_backbone(config, adapted["outputs"]["backbone"]["path"])
-    if config.words is not None:
-        found = label_words.submit(config.name, store, spec, config.model, config.words, data["labeled"],
+    if config.word_search_patterns():
+        found = label_words.submit(config.name, store, spec, config.model, config.word_settings(), data["labeled"],
                                    config.word_search_patterns()).result()
         stages.append(found)
         config = with_words(config, read_json(found["outputs"]["words"]["path"]))

@@ -95,8 +95,8 @@ def front(store: ArtifactStore, config: RunConfig,
         adapted = stages.adapt(store, config.model, config.adapt, prepared.out("unlabeled"), callbacks)
         records.append(adapted)
         config = with_backbone(config, adapted.out("backbone").path)
-    if config.words is not None:
-        found = stages.label_words(store, spec, config.model, config.words, prepared.out("labeled"),
+    if config.word_search_patterns():
+        found = stages.label_words(store, spec, config.model, config.word_settings(), prepared.out("labeled"),
                                    config.word_search_patterns())
         records.append(found)
         config = with_words(config, stages.read_json_output(found, "words"))
@@ -105,8 +105,8 @@ def front(store: ArtifactStore, config: RunConfig,
 
 def search_words(config: RunConfig) -> dict[str, Any]:
     """The words stage of ``config`` (after prepare and adapt), as ``petflow words`` shows it: ``words.json``."""
-    if config.words is None:
-        raise ValueError("the run config has no words: section")
+    if not config.word_search_patterns():
+        raise ValueError("nothing to search: the run config has no words: section and no pattern has words: auto")
     _, _, records = front(ArtifactStore(config.store), config, [])
     return stages.read_json_output(records[-1], "words")
 

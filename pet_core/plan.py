@@ -75,6 +75,7 @@ def searched_spec(spec: TaskSpec, words: dict[str, Any]) -> TaskSpec:
     for pattern, result in words.items():
         best = result["pairings"][0]["words"]
         data["patterns"][int(pattern)]["verbalizer"] = {label: [word] for label, word in best.items()}
+        data["patterns"][int(pattern)]["words"] = None  # found: no longer to search
     return TaskSpec.model_validate(data)
 
 

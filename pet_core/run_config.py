@@ -147,13 +147,20 @@ class RunConfig(StageConfig):
         return [p if isinstance(p, int) else p.pattern for p in self.patterns]
 
     def word_search_patterns(self) -> list[int]:
-        """The patterns whose label words the words stage searches ([] without a ``words:`` section)."""
-        if self.words is None:
-            return []
-        if self.words.patterns is not None:
-            return list(self.words.patterns)
+        """The patterns whose label words the words stage searches: the run's patterns marked ``words: auto`` in
+        the task spec, plus those of a ``words:`` section (its ``patterns``, else every cloze template)."""
         spec = self.task_spec()
-        return [p for p in self.pattern_ids() if not has_soft_slots(spec.patterns[p].template)]
+        run_patterns = self.pattern_ids()
+        auto = [p for p in spec.auto_words() if p in run_patterns]
+        if self.words is None:
+            return auto
+        if self.words.patterns is not None:
+            return sorted({*self.words.patterns, *auto})
+        return [p for p in run_patterns if not has_soft_slots(spec.patterns[p].template)]
+
+    def word_settings(self) -> WordsConfig:
+        """The words stage's settings: the ``words:`` section, or its defaults for ``words: auto`` patterns."""
+        return self.words or WordsConfig()
 
     def kind_for(self, pattern: int) -> KindConfig:
         """The kind section of the model trained on ``pattern`` (PET's cloze kind unless chosen)."""

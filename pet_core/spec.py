@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -78,6 +78,16 @@ class PatternSpec(BaseModel):
     verbalizer: dict[str, list[str]] | None = Field(
         default=None, description="Label name -> words for this pattern only; else the labels' words."
     )
+    words: Literal["auto"] | None = Field(
+        default=None, description="'auto': the run's words stage searches this pattern's label words on T "
+        "(LM-BFF), with the pattern's own verbalizer, if given, as seed words that lead the candidates.")
+
+    @model_validator(mode="after")
+    def _check_auto(self) -> PatternSpec:
+        if self.words == "auto" and has_soft_slots(self.template):
+            raise ValueError(f"pattern {self.template!r}: words: auto needs a plain cloze template; the label "
+                             "search cannot read {soft} slots")
+        return self
 
     @field_validator("template")
     @classmethod
@@ -153,6 +163,10 @@ class TaskSpec(BaseModel):
     def label_names(self) -> list[str]:
         """Label names in the spec's order: the order of every logits vector."""
         return [label.name for label in self.labels]
+
+    def auto_words(self) -> list[int]:
+        """Patterns whose label words are searched on T (``words: auto``) and not yet found."""
+        return [pid for pid, pattern in enumerate(self.patterns) if pattern.words == "auto"]
 
     def verbalizer(self, pattern_id: int) -> dict[str, list[str]]:
         """Label name -> words for one pattern (its own verbalizer, else the labels' words)."""

@@ -81,6 +81,12 @@ def adapt(store: ArtifactStore, model: ModelConfig, config: AdaptConfig, unlabel
                      {"unlabeled": unlabeled.sha256}, build)
 
 
+def seed_words(spec: TaskSpec, pattern: int) -> dict[str, list[str]] | None:
+    """A ``words: auto`` pattern's own verbalizer: its seed words (None: the search settings decide)."""
+    own = spec.patterns[pattern]
+    return dict(own.verbalizer) if own.words == "auto" and own.verbalizer is not None else None
+
+
 def label_words(store: ArtifactStore, spec: TaskSpec, model: ModelConfig, config: WordsConfig, labeled: Ref,
                 patterns: Sequence[int]) -> StageRecord:
     """LM-BFF's label-word search on T for each of ``patterns`` (``pet_core.label_search``): ``words.json``
@@ -92,7 +98,7 @@ def label_words(store: ArtifactStore, spec: TaskSpec, model: ModelConfig, config
         t = read_table(labeled.verify().path)
         mlm = MaskedLM.load(model)
         try:
-            found = {str(p): search(mlm, spec, p, t, config) for p in patterns}
+            found = {str(p): search(mlm, spec, p, t, config, seed_words=seed_words(spec, p)) for p in patterns}
         finally:
             mlm.release()
         write_json({p: result.to_dict() for p, result in found.items()}, tmp / "words.json")

@@ -71,6 +71,9 @@ def train_pvp(
     ``seed`` seeds this model alone (init, batch order, masking). ``sample_weights`` (optional, one
     per labelled row) weight the CE loss. ``model_name`` overrides the default model id.
     """
+    if spec.patterns[pattern].words == "auto":
+        raise ValueError(f"pattern {pattern} has words: auto and its label words were not searched yet: run it "
+                         "through the pipeline (its words stage) or pet_core.plan.searched_spec first")
     started = time.perf_counter()
     events = CallbackList(callbacks or [])
     mid = model_name or model_id(pattern, seed, generation)

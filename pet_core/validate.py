@@ -140,6 +140,8 @@ def _check_run_settings(config: RunConfig, n_patterns: int, report: ValidationRe
 def _check_words(config: RunConfig, spec: Any, report: ValidationReport) -> None:
     """The words stage's patterns: patterns of this run, and cloze templates (no {soft} slots)."""
     if config.words is None or config.words.patterns is None:
+        if config.word_search_patterns():
+            report.facts["words"] = f"searched on T for patterns {config.word_search_patterns()}"
         return
     run_patterns = config.pattern_ids()
     unknown = [p for p in config.words.patterns if p not in run_patterns]
@@ -151,6 +153,7 @@ def _check_words(config: RunConfig, spec: Any, report: ValidationReport) -> None
         if has_soft_slots(spec.patterns[pattern].template):
             report.errors.append(f"words.patterns: pattern {pattern} has {{soft}} slots, which the label search "
                                  "cannot read (it scores the plain masked LM); leave it out of words.patterns")
+    report.facts["words"] = f"searched on T for patterns {config.word_search_patterns()}"
 
 
 def _folder_problem(path: Path) -> str | None:
@@ -217,7 +220,11 @@ def validate(config: RunConfig, check_backbone: bool = True) -> ValidationReport
             labeled, unlabeled = draw(pool, config.data)
             seen = {label for label in labeled.column("label").to_pylist()}
             missing = [n for n in spec.label_names if n not in seen]
-            if missing and config.words is not None:
+            if config.word_search_patterns() and labeled.num_rows == 0:
+                report.errors.append(f"words: patterns {config.word_search_patterns()} search their label words "
+                                     "on T, which is empty (n_labeled=0): give labelled examples or hand-picked "
+                                     "words (remove words: auto / the words: section)")
+            elif missing and config.word_search_patterns():
                 report.errors.append(f"words: the label search needs an example of every label in T; T has none of "
                                      f"{missing} (n_labeled={config.data.n_labeled}): set data.min_per_label: 1 "
                                      "or raise n_labeled")

@@ -91,3 +91,53 @@ def test_cli_words_prints_candidates_and_the_choice_and_fills_the_store(topic_da
         assert label in result.stdout and word in result.stdout
     run = pipeline.run(RunConfig.from_yaml(path))
     assert records_of(run, "words")[0].cached, "the run takes the search petflow words did"
+
+
+def auto_spec(pattern: int, seeds: dict | None = None) -> dict:
+    """The tiny topic spec with ``words: auto`` on one pattern (optionally with seed words)."""
+    from _petcore_support import TOPIC_SPEC
+
+    spec = {**TOPIC_SPEC, "patterns": [{"template": t} for t in TOPIC_SPEC["patterns"]]}
+    spec["patterns"][pattern] = {**spec["patterns"][pattern], "words": "auto",
+                                 **({"verbalizer": seeds} if seeds else {})}
+    return spec
+
+
+def test_words_auto_in_the_spec_searches_that_pattern_with_its_seed_words(topic_data, tiny_mlm_dir, tmp_path):
+    seeds = {"World": ["great"], "Sports": ["good"], "Business": ["bad"]}  # one token each in the tiny vocabulary
+    config = tiny_run_config(topic_data, Path(tiny_mlm_dir), tmp_path / "store", task=auto_spec(1, seeds),
+                             distill={"max_steps": 1})
+    assert config.words is None and config.word_search_patterns() == [1]
+    assert config.task_spec().auto_words() == [1]
+    result = pipeline.run(config)
+    [found] = records_of(result, "words")
+    words = read_json(found.out("words").path)
+    assert sorted(words) == ["1"]
+    candidates = SearchResult.from_dict(words["1"]).candidates
+    assert {label: [w for w, _ in c[:1]] for label, c in candidates.items()} == seeds  # seeds lead
+    searched = searched_spec(config.task_spec(), words)
+    assert searched.auto_words() == [] and searched.patterns[1].verbalizer == SearchResult.from_dict(words["1"]).best()
+    assert {r.config["spec"] for r in records_of(result, "train")} == {spec_hash(searched)}
+
+
+def test_an_unsearched_auto_pattern_is_never_trained(topic_spec, topic_examples, tiny_mlm_dir, tmp_path):
+    from pet_core.spec import TaskSpec
+    from pet_core.training import train_pvp
+
+    from _run_support import tiny_model_config
+
+    spec = TaskSpec.model_validate(auto_spec(0))
+    with pytest.raises(ValueError, match="pattern 0 has words: auto and its label words were not searched yet"):
+        train_pvp(spec, 0, 1, topic_examples, None, tiny_model_config(tiny_mlm_dir), None, tmp_path / "m")
+
+
+def test_words_auto_is_refused_where_it_cannot_work(topic_data, tiny_mlm_dir, tmp_path):
+    from pet_core.spec import TaskSpec
+
+    soft = auto_spec(1)
+    soft["patterns"][1]["template"] = "{soft} " + soft["patterns"][1]["template"]
+    with pytest.raises(ValueError, match="words: auto needs a plain cloze template"):
+        TaskSpec.model_validate(soft)
+    zero_shot = tiny_run_config(topic_data, Path(tiny_mlm_dir), tmp_path / "store", task=auto_spec(0),
+                                data={"n_labeled": 0})
+    assert any("search their label words on T, which is empty (n_labeled=0)" in e for e in validate(zero_shot).errors)
