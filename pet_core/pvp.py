@@ -137,10 +137,11 @@ class PVP:
     """A pattern and its verbalizer, bound to one tokenizer and a maximum length.
 
     ``prepend`` soft tokens go right after the tokenizer's leading special tokens, before the template's
-    own ``{soft}`` slots; ``n_soft`` counts both."""
+    own ``{soft}`` slots; ``n_soft`` counts both. ``mask_id`` is the token written for ``{mask}`` (default the
+    tokenizer's mask token; a T5 pattern writes its sentinel ``<extra_id_0>``)."""
 
     def __init__(self, spec: TaskSpec, pattern_id: int, tokenizer: PreTrainedTokenizerBase, max_length: int,
-                 prepend: int = 0):
+                 prepend: int = 0, mask_id: int | None = None):
         if not 0 <= pattern_id < len(spec.patterns):
             raise IndexError(f"pattern {pattern_id} does not exist; task {spec.name!r} has {len(spec.patterns)}")
         self.spec = spec
@@ -152,7 +153,8 @@ class PVP:
         self.prepend = prepend
         self.n_soft = prepend + sum(p.count for p in self.parts if p.kind == "soft")
         self._soft_id = next(i for i in (tokenizer.unk_token_id, tokenizer.pad_token_id, 0) if i is not None)
-        if tokenizer.mask_token_id is None:
+        self.mask_id = tokenizer.mask_token_id if mask_id is None else mask_id
+        if self.mask_id is None:
             raise ValueError("the tokenizer has no mask token: PET needs a masked language model")
         mask_part = next(p for p in self.parts if p.kind == "mask")
         self.verbalizer = Verbalizer.build(
@@ -199,7 +201,7 @@ class PVP:
         for i, part in enumerate(self.parts):
             if part.kind == "mask":
                 masks.extend(range(len(body), len(body) + n_masks))
-                body.extend([self.tokenizer.mask_token_id] * n_masks)
+                body.extend([self.mask_id] * n_masks)
             elif part.kind == "text":
                 body.extend(self._literal_ids[i])
             elif part.kind == "soft":

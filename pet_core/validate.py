@@ -75,14 +75,30 @@ def _check_backbone(config: RunConfig, report: ValidationReport) -> Any:
     except (OSError, ValueError) as err:
         report.errors.append(f"model.backbone {name!r}: cannot load tokenizer/config ({err})")
         return None
-    if tokenizer.mask_token_id is None:
-        report.errors.append(f"model.backbone {name!r}: tokenizer has no mask token; PET needs a masked LM")
-    if config.adapt is None and keys and not any(
+    users = masked_lm_users(config)
+    if tokenizer.mask_token_id is None and users:
+        report.errors.append(f"model.backbone {name!r}: tokenizer has no mask token; PET needs a masked LM "
+                             f"(for {', '.join(users)})")
+    if config.adapt is None and users and keys and not any(
             k.startswith(("cls.", "lm_head.", "generator_lm_head", "vocab_", "lm_predictions")) for k in keys):
         report.errors.append(f"model.backbone {name!r} has no MLM head weights (a sentence encoder?): "
                              "its label scores would be noise; add an `adapt:` section to learn one")
     report.facts["backbone"] = {"name": name, "model_type": model_config.model_type}
     return tokenizer
+
+
+def masked_lm_users(config: RunConfig) -> list[str]:
+    """What in the run reads the backbone as a masked LM: patterns of masked-LM kinds (not e.g. 't5'), the
+    words stage (it scores the mask) and the adapt stage (it trains an MLM head)."""
+    from pet_core.kinds import get_kind
+
+    users = []
+    for pattern in config.pattern_ids():
+        kind = config.kind_for(pattern).kind
+        if get_kind(kind).model_class().masked_lm:
+            users.append(f"pattern {pattern}, kind {kind!r}")
+    users += [section for section in ("adapt", "words") if getattr(config, section) is not None]
+    return users
 
 
 def _check_model_files(folder: Path, report: ValidationReport, allow_pickle: bool = False) -> set[str] | None:
@@ -138,8 +154,16 @@ def _check_run_settings(config: RunConfig, n_patterns: int, report: ValidationRe
 
 
 def _check_words(config: RunConfig, spec: Any, report: ValidationReport) -> None:
-    """The words stage's patterns: patterns of this run, and cloze templates (no {soft} slots)."""
+    """The words stage's patterns: patterns of this run, of masked-LM kinds, and cloze templates (no {soft} slots)."""
+    from pet_core.kinds import get_kind
+
     if config.words is None or config.words.patterns is None:
+        for pattern in config.word_search_patterns():
+            kind = config.kind_for(pattern).kind
+            if not get_kind(kind).model_class().masked_lm:
+                report.errors.append(f"words: pattern {pattern} is kind {kind!r}, whose label words the search "
+                                     "cannot score (it reads a masked LM's mask); list the cloze patterns in "
+                                     "words.patterns, or drop words: auto from that pattern")
         if config.word_search_patterns():
             report.facts["words"] = f"searched on T for patterns {config.word_search_patterns()}"
         return
@@ -150,7 +174,11 @@ def _check_words(config: RunConfig, spec: Any, report: ValidationReport) -> None
                              f"({', '.join(map(str, run_patterns))}); list some of those or leave it out for all")
         return
     for pattern in config.words.patterns:
-        if has_soft_slots(spec.patterns[pattern].template):
+        kind = config.kind_for(pattern).kind
+        if not get_kind(kind).model_class().masked_lm:
+            report.errors.append(f"words.patterns: pattern {pattern} is kind {kind!r}, whose label words the search "
+                                 "cannot score (it reads a masked LM's mask); leave it out of words.patterns")
+        elif has_soft_slots(spec.patterns[pattern].template):
             report.errors.append(f"words.patterns: pattern {pattern} has {{soft}} slots, which the label search "
                                  "cannot read (it scores the plain masked LM); leave it out of words.patterns")
     report.facts["words"] = f"searched on T for patterns {config.word_search_patterns()}"

@@ -185,3 +185,47 @@ class Recorder(Callback):
     @property
     def losses(self):
         return [e[4]["loss"] for e in self.events if e[0] == "progress"]
+
+
+# -- a tiny T5 ----------------------------------------------------------------------------------------------
+T5_SENTINELS = [f"<extra_id_{i}>" for i in range(100)]
+
+
+def t5_corpus(seed: int = 0) -> list[str]:
+    """The tiny-BERT corpus plus the test specs' cased words and patterns (T5 tokenizers keep case)."""
+    rng = random.Random(seed)
+    lines = corpus_sentences(seed)
+    for _ in range(30):
+        lines.append(f"{rng.choice(POSITIVE)} It was {rng.choice(['good', 'great', 'bad', 'terrible'])}.")
+        lines.append(f"Just {rng.choice(['good', 'great', 'bad', 'terrible'])}! {rng.choice(NEGATIVE)}")
+        topic = rng.choice(["World", "Sports", "Business"])
+        lines.append(f"[ Category: {topic} ] {rng.choice(TOPICS[topic.lower()][0])} ({topic})")
+    return lines
+
+
+def build_tiny_t5(out_dir: Path, vocab_size: int = 700, seed: int = 0) -> Path:
+    """Train a BPE tokenizer (Metaspace, T5's special tokens and 100 sentinels), build a tiny random
+    T5ForConditionalGeneration and save both (safetensors). A Unigram trainer on so little text gives
+    character pieces (label words then share their first piece), hence BPE."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.Metaspace()
+    bpe.decoder = decoders.Metaspace()
+    bpe.train_from_iterator(t5_corpus(seed), trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=1, special_tokens=["<pad>", "</s>", "<unk>", *T5_SENTINELS],
+        show_progress=False))
+    eos = bpe.token_to_id("</s>")
+    bpe.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                       special_tokens=[("</s>", eos)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                        additional_special_tokens=T5_SENTINELS, model_max_length=128)
+    torch.manual_seed(seed)
+    model = T5ForConditionalGeneration(T5Config(
+        vocab_size=len(tokenizer), d_model=32, d_ff=64, d_kv=16, num_layers=2, num_heads=2,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=eos, decoder_start_token_id=tokenizer.pad_token_id))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir

@@ -33,7 +33,7 @@ from pet_core.data import DataSource, read_raw  # noqa: E402
 from pet_core.spec import TaskSpec  # noqa: E402
 
 from _petcore_support import (  # noqa: E402
-    SENTIMENT_SPEC, TOPIC_SPEC, build_tiny_mlm, examples_from_frame, sentiment_frame, topic_frame,
+    SENTIMENT_SPEC, TOPIC_SPEC, build_tiny_mlm, build_tiny_t5, examples_from_frame, sentiment_frame, topic_frame,
 )
 from _run_support import (  # noqa: E402
     save_headless_encoder, tiny_model_config, write_sentiment_data, write_topic_data,
@@ -70,6 +70,18 @@ def tiny_tokenizer(tiny_mlm_dir):
 def model_config(tiny_mlm_dir) -> ModelConfig:
     """fp32 on CPU: results are exact and reproducible."""
     return tiny_model_config(tiny_mlm_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_dir(tmp_path_factory) -> Path:
+    """Directory of a tiny random T5ForConditionalGeneration and its BPE tokenizer with T5's sentinels."""
+    return build_tiny_t5(tmp_path_factory.mktemp("tiny-t5") / "model")
+
+
+@pytest.fixture(scope="session")
+def t5_model_config(tiny_t5_dir) -> ModelConfig:
+    """The tiny T5, fp32 on CPU."""
+    return tiny_model_config(tiny_t5_dir)
 
 
 @pytest.fixture(scope="session")

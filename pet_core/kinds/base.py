@@ -56,6 +56,7 @@ class PatternModel(ABC):
     """One pattern's model. Subclasses set ``kind`` and are registered once (pet_core.kinds.registry)."""
 
     kind: ClassVar[str]
+    masked_lm: ClassVar[bool] = True  # runs on a masked LM (validation checks its mask token and MLM head)
     n_labels: int
     kind_config: KindConfig
 

@@ -25,23 +25,41 @@ class BackboneShape:
     parameters: int | None
 
 
-def backbone_shape(model_config: ModelConfig) -> BackboneShape | None:
-    """The local backbone's shape (None for hub names or unreadable folders: no download at validation)."""
+def _local_backbone(model_config: ModelConfig) -> tuple[Path, dict] | None:
+    """The local backbone's folder and config.json (None for hub names or unreadable folders)."""
     try:
         folder = Path(resolve_backbone(model_config.backbone))
-        config = json.loads((folder / "config.json").read_text())
+        return folder, json.loads((folder / "config.json").read_text())
     except (BackboneError, OSError, ValueError):
         return None
-    parameters = None
-    weights = folder / "model.safetensors"
-    if weights.is_file():
-        from safetensors import safe_open
 
-        with safe_open(str(weights), "pt") as f:
-            parameters = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118 (safe_open is no dict)
+
+def _stored_parameters(folder: Path) -> int | None:
+    """Parameters in the folder's model.safetensors, read from its header (None without that file)."""
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(weights), "pt") as f:
+        return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118 (safe_open is no dict)
+
+
+def backbone_parameters(model_config: ModelConfig) -> int | None:
+    """Parameters of the local backbone (any architecture), or None when unknown without a download."""
+    local = _local_backbone(model_config)
+    return None if local is None else _stored_parameters(local[0])
+
+
+def backbone_shape(model_config: ModelConfig) -> BackboneShape | None:
+    """The local backbone's shape (None for hub names or unreadable folders: no download at validation)."""
+    local = _local_backbone(model_config)
+    if local is None:
+        return None
+    folder, config = local
     try:
         return BackboneShape(config["hidden_size"], config["num_hidden_layers"], config["num_attention_heads"],
-                             parameters)
+                             _stored_parameters(folder))
     except KeyError:
         return None
 

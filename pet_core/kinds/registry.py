@@ -98,12 +98,14 @@ def builtin_registry() -> KindRegistry:
     from pet_core.kinds.cloze.config import ClozeConfig
     from pet_core.kinds.prefix_tuning.config import PrefixTuningConfig
     from pet_core.kinds.ptuning.config import PromptTuningConfig, PTuningConfig
+    from pet_core.kinds.t5.config import T5KindConfig
 
     registry = KindRegistry()
     registry.register("cloze", ClozeConfig, "pet_core.kinds.cloze.model:ClozeModel")
     registry.register("ptuning", PTuningConfig, "pet_core.kinds.ptuning.model:SoftTokenModel")
     registry.register("prompt_tuning", PromptTuningConfig, "pet_core.kinds.ptuning.model:PromptTuningModel")
     registry.register("prefix_tuning", PrefixTuningConfig, "pet_core.kinds.prefix_tuning.model:PrefixTuningModel")
+    registry.register("t5", T5KindConfig, "pet_core.kinds.t5.model:T5Model")
     return registry
 
 

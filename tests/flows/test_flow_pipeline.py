@@ -114,3 +114,25 @@ def test_ipet_with_adapted_backbone_holdout_test_and_a_mixed_ensemble(tmp_path, 
     adapter = next(s for s in manifest["stages"] if s["name"] == "train g1-p1-s1")["outputs"]["model"]["path"]
     assert json.loads((Path(adapter) / "prompt_adapter.json").read_text())["base"]["backbone"] == adapted
     assert not (Path(adapter) / "model.safetensors").exists()
+
+
+def test_t5_patterns_run_the_whole_flow_with_ipet_into_a_t5_classifier(tmp_path, topic_data, tiny_t5_dir):
+    """Issue 16: the t5 kind through the Prefect pipeline: PET, one iPET generation, merge, distillation into the
+    T5 backbone's sequence classifier, evaluation, the run folder and the UI tables."""
+    from transformers import AutoConfig
+
+    from _run_support import tiny_run_dict, write_yaml
+
+    patterns = [{"pattern": 0, "kind": "t5"}, {"pattern": 1, "kind": "t5", "score": "mean"}]
+    config = write_yaml(tiny_run_dict(topic_data, tiny_t5_dir, tmp_path / "store", name="tiny-t5", patterns=patterns,
+                                      ipet={"generations": 1}, distill={"max_steps": 5}), tmp_path / "tiny-t5.yaml")
+    result = pipeline(str(config))
+    manifest, metrics = read_run(result)
+    assert {"train g1-p0-s1", "train g1-p1-s1", "merge g1", "distill", "evaluate"} <= set(stage_flags(manifest))
+    assert [{m: g["models"][m]["kind"] for m in g["models"]} for g in metrics["generations"]] == [
+        {f"g{i}-p0-s1": "t5", f"g{i}-p1-s1": "t5"} for i in (0, 1)]
+    assert metrics["test"]["n"] == 9 and 0.0 <= metrics["test"]["accuracy"] <= 1.0
+    classifier = Path(result["run_dir"]) / "links" / "classifier"
+    assert AutoConfig.from_pretrained(classifier).architectures == ["T5ForSequenceClassification"]
+    artifacts = {a.key for a in run_artifacts(manifest["flow_run_id"]) if a.key}
+    assert {"tiny-t5-g0-models", "tiny-t5-g1-models", "tiny-t5-summary"} <= artifacts
