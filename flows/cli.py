@@ -127,7 +127,9 @@ def run(config: ConfigArg, set_: SetOpt = None,
         result = pipeline(str(config), overrides or None, checked=True)
     except Exception as err:  # noqa: BLE001 - the flow run's log has the traceback
         fail(f"run failed: {describe_error(err)}", code=1)
-    print_summary(result)
+    from flows.summary import print_summary
+
+    print_summary(result, console, errors)
 
 
 @app.command()
@@ -137,6 +139,7 @@ def words(config: ConfigArg, set_: SetOpt = None,
     cross-validated accuracy. Uses the config's `words:` section (its defaults if it has none); the result is
     stored, so a run with the same section takes it."""
     from pet_core.config import WordsConfig
+    from flows.summary import word_tables
     from pet_core.label_search import SearchResult
     from pet_core.pipeline import search_words
     from tasks.validate import describe_error
@@ -149,23 +152,9 @@ def words(config: ConfigArg, set_: SetOpt = None,
     except Exception as err:  # noqa: BLE001 - one line, as every other command
         fail(f"label search failed: {describe_error(err)}", code=1)
     for pattern, data in found.items():
-        result = SearchResult.from_dict(data)
         template = run_config.task_spec().patterns[int(pattern)].template
-        candidates = Table("label", f"top {top} candidates (mean log-prob at the mask over T)",
-                           title=f"pattern {pattern}: {template}", title_justify="left")
-        for label, words_ in result.candidates.items():
-            candidates.add_row(label, ", ".join(f"{w} ({s:.2f})" for w, s in words_[:top]))
-        console.print(candidates)
-        pairings = Table("rank", *result.candidates, "cv accuracy", "accuracy on T",
-                         title=f"pattern {pattern}: pairings ({result.folds}-fold cross-validation on T)"
-                         if result.folds else f"pattern {pattern}: pairings (no cross-validation: a label has one "
-                         "example in T)", title_justify="left")
-        for rank, pairing in enumerate(result.pairings, 1):
-            cv = "–" if pairing.cv_accuracy is None else f"{pairing.cv_accuracy:.1%}"
-            pairings.add_row(str(rank), *pairing.words.values(), cv, f"{pairing.train_accuracy:.1%}")
-        console.print(pairings)
-        chosen = ", ".join(f"{label}: {word}" for label, word in result.pairings[0].words.items())
-        console.print(f"pattern {pattern} chooses {chosen}", highlight=False, soft_wrap=True)
+        for printable in word_tables(pattern, template, SearchResult.from_dict(data), top):
+            console.print(printable, highlight=False, soft_wrap=True)
 
 
 def start_ephemeral_server() -> threading.Thread | None:
@@ -191,40 +180,6 @@ def start_ephemeral_server() -> threading.Thread | None:
     thread = threading.Thread(target=start, name="prefect-ephemeral-start", daemon=True)
     thread.start()
     return thread
-
-
-def print_summary(result: dict[str, Any]) -> None:
-    """The metrics of a finished run: what PET bought, per generation, where the run lives."""
-    from pet_core.metrics import SYSTEM_NAMES, SYSTEMS
-
-    metrics = result["metrics"]
-    data = metrics["data"]
-    sizes = " / ".join(str(data[k]["rows"]) for k in ("labeled", "unlabeled", "test") if k in data)
-    title = f"petflow run {metrics['name']} ({metrics['digest']}): |T| / |D|{' / |test|' if 'test' in data else ''} = {sizes}"
-    compared = metrics.get("comparison") or {"rows": [], "warnings": []}
-    table = Table("accuracy", *[SYSTEM_NAMES[s] for s in SYSTEMS], title=title, title_justify="left")
-    for row in compared["rows"]:
-        cells = ["–" if row[s] is None else f"{row[s]:.1%}" for s in SYSTEMS]
-        cells[-1] = f"[bold]{cells[-1]}[/]"
-        table.add_row(f"on {row['split']}", *cells)
-    for g in metrics["generations"][:-1]:
-        if g["ensemble_test"]:
-            table.add_row(f"on test, generation {g['generation']}", "", f"{g['ensemble_test']['accuracy']:.1%}", "")
-    console.print(table)
-    for pattern, found in (metrics.get("words") or {}).items():
-        chosen = ", ".join(f"{label}: {word}" for label, word in found["words"].items())
-        cv = "" if found["cv_accuracy"] is None else f", cv accuracy on T {found['cv_accuracy']:.1%}"
-        console.print(f"label words of pattern {pattern} (searched on T): {chosen}{cv}", highlight=False, soft_wrap=True)
-    test = metrics["test"]
-    if test:
-        console.print(f"final classifier on test: macro-F1 {test['macro_f1']:.4f} (n = {test['n']})")
-    else:
-        console.print("final classifier: trained on D; no test set configured")
-    for warning in compared["warnings"]:
-        errors.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
-    console.print(f"run directory: {result['run_dir']}", highlight=False, soft_wrap=True)
-    console.print("see the recorded runs in the Prefect UI: petflow server  (then http://127.0.0.1:4200)",
-                  highlight=False, soft_wrap=True)
 
 
 @app.command()
