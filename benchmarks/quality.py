@@ -79,6 +79,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ipet-generations", type=int, default=None)
     parser.add_argument("--words", action="store_true", help="Search label words on T first (a words: section "
                         "with its defaults); PET methods are recorded as <method>+words.")
+    parser.add_argument("--demos", action="store_true", help="Append LM-BFF demonstrations ({demos}) to every "
+                        "pattern; PET methods are recorded as <method>+demos.")
+    parser.add_argument("--demo-sets", type=int, default=4, help="Demonstration sets averaged at inference.")
+    parser.add_argument("--demo-filter", type=float, default=1.0, help="Keep this most-similar fraction of each "
+                        "label's demonstrations (LM-BFF: 0.5).")
     parser.add_argument("--max-seq-length", type=int, default=128)
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--eval", choices=["test", "dev"], default="test",
@@ -104,6 +109,17 @@ def kind_patterns(args: argparse.Namespace, method: str, pattern_ids: list[int])
     cycle = [k for k in args.kinds if k != "mixed"] if kind == "mixed" else [kind]
     return [{"pattern": p, "kind": cycle[i % len(cycle)], **options.get(cycle[i % len(cycle)], {})}
             for i, p in enumerate(pattern_ids)]
+
+
+def with_demos(config: RunConfig, sets: int, keep: float) -> RunConfig:
+    """``config`` with `` {demos}`` after every pattern of its task and the demonstration settings on every
+    pattern's kind section."""
+    spec = config.task_spec()
+    patterns = [p.model_copy(update={"template": p.template.rstrip() + " {demos}"}) for p in spec.patterns]
+    entries = [{**config.kind_for(p).to_dict(), "pattern": p, "demos": {"sets": sets, "filter": keep}}
+               for p in config.pattern_ids()]
+    return config.model_copy(update={"task": spec.model_copy(update={"patterns": patterns})}).with_updates(
+        {"patterns": entries})
 
 
 def run_config(args: argparse.Namespace, n_labeled: int, seed: int, ipet: bool, method: str = "pet") -> RunConfig:
@@ -262,8 +278,11 @@ def main(argv: list[str] | None = None) -> None:
                 searched = args.words and method != "supervised"
                 if searched:
                     config = config.with_updates({"words": {}})
+                demos = args.demos and method != "supervised"
+                if demos:
+                    config = with_demos(config, args.demo_sets, args.demo_filter)
                 result = supervised(args, config) if method == "supervised" else pet(args, config)
-                record = {"dataset": args.dataset, "n_labeled": n_labeled, "method": method + "+words" * searched,
+                record = {"dataset": args.dataset, "n_labeled": n_labeled, "method": method + "+words" * searched + "+demos" * demos,
                           "seed": seed,
                           "backbone": Path(args.backbone).name, "n_unlabeled": args.n_unlabeled,
                           "n_test": args.n_test, "eval": args.eval, "learning_rate": args.learning_rate,

@@ -8,6 +8,7 @@ both for one tokenizer, and encodes whole tables at once with the fast tokenizer
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from transformers import PreTrainedTokenizerBase
@@ -21,9 +22,10 @@ class VerbalizerError(ValueError):
 
 @dataclass(frozen=True)
 class Part:
-    """One piece of a template: literal text, a text slot (``a``/``b``), the mask or ``count`` soft tokens."""
+    """One piece of a template: literal text, a text slot (``a``/``b``), the mask, ``count`` soft tokens or the
+    demonstrations."""
 
-    kind: str  # "text", "a", "b", "mask", "soft"
+    kind: str  # "text", "a", "b", "mask", "soft", "demos"
     text: str = ""
     space_before: bool = False
     count: int = 1
@@ -166,35 +168,55 @@ class PVP:
         self._prefix_ids, self._suffix_ids = special_affixes(tokenizer)
         self._prefix = len(self._prefix_ids)
         self._n_special = len(self._prefix_ids) + len(self._suffix_ids)
+        self._sep = [tokenizer.sep_token_id] if tokenizer.sep_token_id is not None else []
         fixed = (sum(len(v) for v in self._literal_ids.values()) + self.verbalizer.max_tokens + self._n_special
                  + self.n_soft)
-        if fixed >= max_length:
+        demos = sum(self._demo_fixed(label) for label in range(len(spec.labels))) if self.has_demos else 0
+        if fixed + demos >= max_length:
+            with_demos = f" and {demos} more for one demonstration per label" if demos else ""
             raise ValueError(
-                f"pattern {pattern_id} ({self.template!r}) needs {fixed} tokens without any text, "
+                f"pattern {pattern_id} ({self.template!r}) needs {fixed} tokens without any text{with_demos}, "
                 f"but max_seq_length is {max_length}"
             )
 
-    def encode_texts(self, a: list[str], b: list[str | None], n_masks: int = 1) -> list[Encoded]:
-        """Encode many examples; text parts are tokenized in one batched call per slot."""
+    def slot_ids(self, a: list[str], b: list[str | None]) -> list[dict[int, list[int]]]:
+        """Token ids of each example's text slots, keyed by part index (one batched call per slot)."""
         slot_ids: dict[int, list[list[int]]] = {}
         for i, part in enumerate(self.parts):
             if part.kind in ("a", "b"):
                 texts = a if part.kind == "a" else [t or "" for t in b]
                 prefixed = [(" " + t) if part.space_before else t for t in texts]
                 slot_ids[i] = self.tokenizer(prefixed, add_special_tokens=False)["input_ids"]
-        return [self._assemble({i: ids[k] for i, ids in slot_ids.items()}, n_masks) for k in range(len(a))]
+        return [{i: ids[k] for i, ids in slot_ids.items()} for k in range(len(a))]
 
-    def _assemble(self, slots: dict[int, list[int]], n_masks: int) -> Encoded:
+    def encode_texts(self, a: list[str], b: list[str | None], n_masks: int = 1) -> list[Encoded]:
+        """Encode many examples (a ``{demos}`` slot stays empty; kinds with demonstrations use ``assemble``)."""
+        return [self.assemble(slots, n_masks) for slots in self.slot_ids(a, b)]
+
+    @property
+    def has_demos(self) -> bool:
+        """Whether the template has a ``{demos}`` slot."""
+        return any(p.kind == "demos" for p in self.parts)
+
+    def _demo_fixed(self, label: int) -> int:
+        """Tokens of one demonstration of ``label`` besides its text: separator, literals, the label word."""
+        word = self.verbalizer.token_ids[self.verbalizer.label_names[label]][0]
+        return len(self._sep) + sum(len(v) for v in self._literal_ids.values()) + len(word)
+
+    def assemble(self, slots: dict[int, list[int]], n_masks: int = 1,
+                 demos: Sequence[tuple[int, dict[int, list[int]]]] = ()) -> Encoded:
+        """One example from its text-slot ids; ``demos`` are (label index, text-slot ids) written at ``{demos}``.
+
+        Over ``max_length``, demonstration texts are shortened first (longest first), then the query's."""
         slots = {i: list(ids) for i, ids in slots.items()}
-        fixed = sum(len(v) for v in self._literal_ids.values()) + n_masks + self._n_special + self.n_soft
-        excess = fixed + sum(len(v) for v in slots.values()) - self.max_length
+        demo_slots = {(k, i): list(ids) for k, (_, d) in enumerate(demos) for i, ids in d.items()}
+        fixed = (sum(len(v) for v in self._literal_ids.values()) + n_masks + self._n_special + self.n_soft
+                 + sum(self._demo_fixed(label) for label, _ in demos))
+        excess = (fixed + sum(len(v) for v in slots.values()) + sum(len(v) for v in demo_slots.values())
+                  - self.max_length)
+        excess = _shorten(demo_slots, excess)
         truncated = max(excess, 0)
-        while excess > 0:
-            longest = max(slots, key=lambda i: len(slots[i]))
-            runner_up = max((len(v) for i, v in slots.items() if i != longest), default=0)
-            cut = min(excess, max(1, len(slots[longest]) - runner_up))
-            del slots[longest][len(slots[longest]) - cut :]
-            excess -= cut
+        _shorten(slots, excess)
         body: list[int] = [self._soft_id] * self.prepend
         masks: list[int] = []
         soft: list[int] = list(range(self.prepend))
@@ -207,10 +229,38 @@ class PVP:
             elif part.kind == "soft":
                 soft.extend(range(len(body), len(body) + part.count))
                 body.extend([self._soft_id] * part.count)
+            elif part.kind == "demos":
+                for k, (label, _) in enumerate(demos):
+                    body.extend(self._demonstration(label, {j: demo_slots[(k, j)] for j in slots}))
             else:
                 body.extend(slots[i])
         ids = self._prefix_ids + body + self._suffix_ids
         return Encoded(ids, [m + self._prefix for m in masks], truncated, [s + self._prefix for s in soft])
+
+    def _demonstration(self, label: int, slots: dict[int, list[int]]) -> list[int]:
+        """A separator, then the pattern with this example's texts and ``label``'s first word at the mask
+        (learned-prompt slots and the ``{demos}`` slot are left out)."""
+        word = self.verbalizer.token_ids[self.verbalizer.label_names[label]][0]
+        out = list(self._sep)
+        for i, part in enumerate(self.parts):
+            if part.kind == "mask":
+                out.extend(word)
+            elif part.kind == "text":
+                out.extend(self._literal_ids[i])
+            elif part.kind in ("a", "b"):
+                out.extend(slots[i])
+        return out
+
+
+def _shorten(slots: dict, excess: int) -> int:
+    """Cut ``excess`` tokens off the ends of the longest slots (in place); what could not be cut is returned."""
+    while excess > 0 and any(slots.values()):
+        longest = max(slots, key=lambda i: len(slots[i]))
+        runner_up = max((len(v) for i, v in slots.items() if i != longest), default=0)
+        cut = min(excess, max(1, len(slots[longest]) - runner_up))
+        del slots[longest][len(slots[longest]) - cut :]
+        excess -= cut
+    return excess
 
 
 def pattern_words(template: str) -> list[str]:

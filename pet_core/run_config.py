@@ -16,7 +16,7 @@ from pet_core.config import (
 from pet_core.data import DataSource
 from pet_core.kinds.registry import DEFAULT_KIND, KindConfig, get_kind
 from pet_core.sources import SourceError, locate
-from pet_core.spec import TaskSpec, has_soft_slots, load_yaml_mapping
+from pet_core.spec import TaskSpec, has_demos, has_soft_slots, load_yaml_mapping
 
 
 class OverrideError(ValueError):
@@ -145,6 +145,11 @@ class RunConfig(StageConfig):
         if self.patterns is None:
             return list(range(len(self.task_spec().patterns)))
         return [p if isinstance(p, int) else p.pattern for p in self.patterns]
+
+    def demo_patterns(self) -> list[int]:
+        """The run's patterns whose template has ``{demos}`` (LM-BFF demonstrations drawn from T)."""
+        spec = self.task_spec()
+        return [p for p in self.pattern_ids() if has_demos(spec.patterns[p].template)]
 
     def word_search_patterns(self) -> list[int]:
         """The patterns whose label words the words stage searches: the run's patterns marked ``words: auto`` in

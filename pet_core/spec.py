@@ -16,6 +16,7 @@ PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 TEXT_SLOTS = ("a", "b")
 SOFT_SLOT = re.compile(r"soft(?::(\d+))?")  # {soft} or {soft:N}: N learned prompt tokens (kinds that fill them)
 MAX_SOFT_TOKENS = 64
+DEMOS_SLOT = "demos"  # {demos}: one labelled example per label, the pattern filled with its label word (LM-BFF)
 
 
 def soft_slot_size(slot: str) -> int | None:
@@ -24,6 +25,11 @@ def soft_slot_size(slot: str) -> int | None:
     if match is None:
         return None
     return int(match.group(1) or 1)
+
+
+def has_demos(template: str) -> bool:
+    """Whether a template holds the ``{demos}`` slot (demonstrations drawn from T)."""
+    return DEMOS_SLOT in PLACEHOLDER.findall(template)
 
 
 def has_soft_slots(template: str) -> bool:
@@ -71,7 +77,8 @@ class PatternSpec(BaseModel):
     """A template such as ``'{a} All in all, it was {mask}.'`` with an optional own verbalizer.
 
     ``{soft}`` / ``{soft:N}`` mark learned prompt tokens; only kinds with learned prompts (ptuning,
-    prompt_tuning) accept templates that hold them."""
+    prompt_tuning) accept templates that hold them. ``{demos}`` marks where LM-BFF's demonstrations go: one
+    example of T per label, written in the same pattern with the label's word in place of the mask."""
 
     model_config = ConfigDict(extra="forbid")
     template: str
@@ -93,12 +100,15 @@ class PatternSpec(BaseModel):
     @classmethod
     def _check_template(cls, template: str) -> str:
         slots = PLACEHOLDER.findall(template)
-        unknown = sorted({s for s in slots if s not in (*TEXT_SLOTS, "mask") and soft_slot_size(s) is None})
+        unknown = sorted({s for s in slots
+                          if s not in (*TEXT_SLOTS, "mask", DEMOS_SLOT) and soft_slot_size(s) is None})
         if unknown:
             raise ValueError(
-                f"pattern {template!r}: unknown placeholder(s) {unknown}; use {{a}}, {{b}}, {{mask}} and, for "
-                f"learned prompt tokens, {{soft}} or {{soft:N}}"
+                f"pattern {template!r}: unknown placeholder(s) {unknown}; use {{a}}, {{b}}, {{mask}}, {{demos}} "
+                f"(demonstrations) and, for learned prompt tokens, {{soft}} or {{soft:N}}"
             )
+        if slots.count(DEMOS_SLOT) > 1:
+            raise ValueError(f"pattern {template!r}: at most one {{demos}} slot, found {slots.count(DEMOS_SLOT)}")
         sizes = [soft_slot_size(s) for s in slots if soft_slot_size(s) is not None]
         if any(not 1 <= n <= MAX_SOFT_TOKENS for n in sizes) or sum(sizes) > MAX_SOFT_TOKENS:
             raise ValueError(f"pattern {template!r}: {{soft:N}} slots need 1 <= N and at most {MAX_SOFT_TOKENS} "

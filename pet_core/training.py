@@ -81,6 +81,7 @@ def train_pvp(
     generator = seed_everything(seed)
     kind = kind or get_kind(DEFAULT_KIND).config()
     model = get_kind(kind.kind).model_class().create(spec, pattern, model_config, kind)
+    model.use_labeled(labeled, seed)
     cfg = train_config
     pre_acc = model.accuracy(labeled, spec, cfg.score_batch_size)
     steps_done, last_loss = 0, None

@@ -259,6 +259,15 @@ def validate(config: RunConfig, check_backbone: bool = True) -> ValidationReport
             elif missing and config.data.n_labeled > 0:
                 report.warnings.append(f"T has no example of {missing} (n_labeled={config.data.n_labeled}); "
                                        "set data.min_per_label: 1, raise n_labeled or use per_label: true")
+            if config.demo_patterns() and labeled.num_rows == 0:
+                report.errors.append(f"patterns {config.demo_patterns()} have {{demos}}, drawn from T, which is "
+                                     "empty (n_labeled=0): give labelled examples or remove {demos}")
+            elif missing and config.demo_patterns():
+                report.warnings.append(f"patterns {config.demo_patterns()} have {{demos}}, but T has no example of "
+                                       f"{missing}: those labels get no demonstration")
+            if config.demo_patterns():
+                report.facts["demonstrations"] = (f"patterns {config.demo_patterns()}: one example of T per label, "
+                                                  "drawn per step; sets averaged at inference")
             report.facts["labeled"], report.facts["unlabeled"] = labeled.num_rows, unlabeled.num_rows
             report.facts["T labels"] = label_counts(labeled) or "none (zero-shot)"
             if unlabeled.num_rows == 0 and config.data.unlabeled is None:

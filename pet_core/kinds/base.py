@@ -79,6 +79,9 @@ class PatternModel(ABC):
     def release(self) -> None:
         """Drop the weights and hand their memory back before the next stage (idempotent)."""
 
+    def use_labeled(self, table: pa.Table, seed: int) -> None:
+        """Hand the kind T before training (cloze kinds draw ``{demos}`` from it with ``seed``); default: nothing."""
+
     @classmethod
     @abstractmethod
     def check(cls, spec: TaskSpec, pattern: int, tokenizer: Any, model_config: ModelConfig,

@@ -232,7 +232,7 @@ SPEC_CASES = [
     ("pattern-with-two-masks", {"patterns": ["{a} It was {mask} and {mask}."]}, ["patterns.0.template", "found 2"]),
     ("pattern-unknown-placeholder", {"patterns": ["{a} It was {mask}. {c}"]},
      ["patterns.0.template", "unknown placeholder(s) ['c']",
-      "use {a}, {b}, {mask} and, for learned prompt tokens, {soft} or {soft:N}"]),
+      "use {a}, {b}, {mask}, {demos} (demonstrations) and, for learned prompt tokens, {soft} or {soft:N}"]),
     ("pattern-without-text", {"patterns": ["It was {mask}."]}, ["patterns.0.template", "uses no text"]),
     ("b-without-fields-b", {"patterns": ["{a} {b} It was {mask}."]}, ["pattern 0 uses {b} but fields.b is empty"]),
     ("duplicate-verbalizer-words", {"labels": labels(["bad", "good"], ["good", "great"])},

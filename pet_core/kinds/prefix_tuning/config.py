@@ -6,10 +6,11 @@ from typing import Literal
 
 from pydantic import Field
 
+from pet_core.kinds.demos import DemoFields
 from pet_core.kinds.registry import KindConfig
 
 
-class PrefixTuningConfig(KindConfig):
+class PrefixTuningConfig(KindConfig, DemoFields):
     """Prefix tuning (Li & Liang) on PET's cloze question: ``n_tokens`` learned key/value positions in every
     attention layer of a frozen LM; ``projection`` = P-tuning v2's (and peft's ``prefix_projection``)
     two-layer reparametrisation. Only the prefix is saved."""

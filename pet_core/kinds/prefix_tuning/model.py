@@ -67,14 +67,14 @@ class PrefixTuningModel(LearnedPromptModel):
 
     # -- life cycle ---------------------------------------------------------------------------
     @classmethod
-    def load(cls, spec: TaskSpec, pattern: int, model_dir: str | Path, model_config: ModelConfig,
-             kind_config: KindConfig) -> Self:
+    def load_weights(cls, spec: TaskSpec, pattern: int, model_dir: str | Path, model_config: ModelConfig,
+                     kind_config: KindConfig) -> Self:
         """The saved prefix on the run's backbone (checked by content hash)."""
         model = cls._on(MaskedLM.load(model_config), spec, pattern, model_config, kind_config)
         load_adapter(model_dir, model.encoder, backbone_fingerprint(model_config.backbone))
         return model
 
-    def save(self, out_dir: str | Path) -> None:
+    def save_weights(self, out_dir: str | Path) -> None:
         """The prefix encoder only (safetensors) and its base backbone's content hash."""
         self.save_adapter(out_dir, n_tokens=self.settings.n_tokens, projection=self.settings.projection)
 

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from pet_core.kinds.demos import DemoFields
 from pet_core.kinds.registry import KindConfig
 
 
@@ -22,7 +23,7 @@ class SoftTokens:
     vocab_init: bool  # without init_text: start from embeddings of random vocabulary tokens (else N(0, 1))
 
 
-class PTuningConfig(KindConfig):
+class PTuningConfig(KindConfig, DemoFields):
     """P-tuning ("GPT Understands, Too"): pseudo tokens at the template's ``{soft}`` / ``{soft:N}`` slots, made
     by a prompt encoder (bidirectional LSTM + MLP, or MLP), trained with PET's loss beside the LM (THUDM's
     few-shot setting) or with the LM frozen (its LAMA setting)."""
@@ -43,7 +44,7 @@ class PTuningConfig(KindConfig):
         return SoftTokens(prepend, self.encoder, self.finetune_lm, self.encoder_learning_rate, None, False)
 
 
-class PromptTuningConfig(KindConfig):
+class PromptTuningConfig(KindConfig, DemoFields):
     """Prompt tuning (Lester et al.): ``n_tokens`` soft tokens in front of the input of a frozen LM; only
     they train and only they are saved (kilobytes per model)."""
 

@@ -71,8 +71,8 @@ class SoftTokenModel(LearnedPromptModel):
 
     # -- life cycle ---------------------------------------------------------------------------
     @classmethod
-    def load(cls, spec: TaskSpec, pattern: int, model_dir: str | Path, model_config: ModelConfig,
-             kind_config: KindConfig) -> Self:
+    def load_weights(cls, spec: TaskSpec, pattern: int, model_dir: str | Path, model_config: ModelConfig,
+                     kind_config: KindConfig) -> Self:
         """The saved adapter on the run's backbone (frozen LM), or on the saved fine-tuned LM."""
         finetuned = (Path(model_dir) / "config.json").is_file()
         mlm = MaskedLM.load(model_config, source=str(model_dir) if finetuned else None)
@@ -80,7 +80,7 @@ class SoftTokenModel(LearnedPromptModel):
         load_adapter(model_dir, model.encoder, None if finetuned else backbone_fingerprint(model_config.backbone))
         return model
 
-    def save(self, out_dir: str | Path) -> None:
+    def save_weights(self, out_dir: str | Path) -> None:
         """The prompt encoder (safetensors), and the whole LM when it was fine-tuned."""
         if self.settings.finetune_lm:
             self.mlm.save(out_dir)

@@ -104,6 +104,10 @@ class T5Model(PatternModel):
         if pvp.n_soft:
             raise ValueError(f"pattern {pattern} ({pvp.template!r}) has {{soft}} slots, which kind 't5' cannot "
                              "fill; use a template without them")
+        if pvp.has_demos:
+            raise ValueError(f"pattern {pattern} ({pvp.template!r}) has {{demos}}, which kind 't5' does not "
+                             "write; demonstrations are for the cloze kinds (cloze, ptuning, prompt_tuning, "
+                             "prefix_tuning)")
         return pvp
 
     def save(self, out_dir: str | Path) -> None:
